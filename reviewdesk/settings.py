@@ -1,0 +1,189 @@
+"""ReviewDesk settings, driven by the environment (see .env.example).
+
+With nothing configured the app runs on an embedded default: a SQLite file and kombu's
+filesystem broker under ./var, and the offline draft engine. Production (DJANGO_DEBUG=false)
+refuses to start without a real secret key.
+"""
+from pathlib import Path
+
+import dj_database_url
+
+from .env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+_DEV_SECRET = "dev-insecure-reviewdesk-key-do-not-use-in-production"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfiguredEnv(
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG=false; generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
+    SECRET_KEY = _DEV_SECRET
+elif not DEBUG and (SECRET_KEY == _DEV_SECRET or len(SECRET_KEY) < 32 or "change-me" in SECRET_KEY):
+    raise ImproperlyConfiguredEnv("DJANGO_SECRET_KEY is a default or too short (min 32 chars).")
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfiguredEnv("DJANGO_ALLOWED_HOSTS is required when DJANGO_DEBUG=false.")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "simple_history",
+    "workflows",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    "workflows.middleware.RequestContextMiddleware",
+]
+
+ROOT_URLCONF = "reviewdesk.urls"
+WSGI_APPLICATION = "reviewdesk.wsgi.application"
+ASGI_APPLICATION = "reviewdesk.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "workflows.context_processors.reviewdesk",
+            ],
+        },
+    },
+]
+
+# Database: PostgreSQL through psycopg 3 with Django's built-in pool, or the SQLite default.
+DATABASE_URL = env_str("DATABASE_URL", "")
+if DATABASE_URL:
+    try:
+        _db = dj_database_url.parse(DATABASE_URL)
+    except Exception as exc:  # dj_database_url raises several types for a malformed URL
+        raise ImproperlyConfiguredEnv(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # The pool replaces persistent connections; Django refuses CONN_MAX_AGE with a pool.
+        _db["CONN_MAX_AGE"] = 0
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("REVIEWDESK_DB_POOL_MAX", 10, minimum=1),
+            "timeout": 10,
+        }
+else:
+    VAR_DIR.mkdir(exist_ok=True)
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "db.sqlite3",
+        # The web process and the worker write to the same file; wait instead of failing.
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# Celery. Redis when REDIS_URL is set; otherwise kombu's filesystem transport, which needs no
+# server and still lets a separate worker process consume (see docs/ARCHITECTURE.md).
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    _broker_dir = VAR_DIR / "broker"
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("REVIEWDESK_TASK_TIME_LIMIT", 300, minimum=10)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
+CELERY_TASK_ROUTES = {"workflows.tasks.generate_draft": {"queue": "llm"}}
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Model provider. Without a key the offline draft engine is used and labelled in the UI.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "") or None
+REVIEWDESK_DEFAULT_MODEL = env_str("REVIEWDESK_DEFAULT_MODEL", "gpt-4o-mini")
+REVIEWDESK_LLM_TIMEOUT = env_float("REVIEWDESK_LLM_TIMEOUT", 30.0)
+REVIEWDESK_LLM_MAX_RETRIES = env_int("REVIEWDESK_LLM_MAX_RETRIES", 2, minimum=0)
+REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
+# A generation claimed longer ago than this is considered abandoned (worker died) and may be
+# re-claimed by a redelivered task.
+REVIEWDESK_GENERATION_STALE_SECONDS = env_int(
+    "REVIEWDESK_GENERATION_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=10
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("REVIEWDESK_LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
+}

@@ -1,0 +1,201 @@
+"""The workflow definition format (DESIGN.md section 3): schema, validation and loading.
+
+pydantic gives us typed, nested validation with the location of every error, which we turn
+into messages that name the offending key (``form.steps[1].fields[0].type: ...``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FIELD_TYPES = ("text", "textarea", "choice", "multichoice", "integer", "decimal", "date", "boolean", "email")
+FINDING_CODES = ("schema_invalid", "pii_in_output", "guardrail", "empty_output", "length_exceeded")
+PLACEHOLDER_RE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
+SLUG_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+NAME_RE = r"^[a-z_][a-z0-9_]*$"
+
+
+class DefinitionError(ValueError):
+    """A definition that does not validate. ``errors`` lists ``(key, reason)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldDef(_Strict):
+    name: str = Field(pattern=NAME_RE)
+    type: Literal[FIELD_TYPES]  # type: ignore[valid-type]
+    label: str = Field(min_length=1)
+    required: bool = False
+    help: str = ""
+    max_length: int | None = Field(default=None, gt=0)
+    min: Decimal | None = None
+    max: Decimal | None = None
+    choices: list[str] | None = None
+    pii: bool = False
+
+    @model_validator(mode="after")
+    def _choices_match_type(self):
+        if self.type in ("choice", "multichoice"):
+            if not self.choices:
+                raise ValueError(f"a {self.type} field needs a non-empty 'choices' list")
+        elif self.choices is not None:
+            raise ValueError(f"'choices' is only allowed on choice and multichoice fields, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("'min' is greater than 'max'")
+        return self
+
+
+class StepDef(_Strict):
+    title: str = Field(min_length=1)
+    fields: list[FieldDef] = Field(min_length=1)
+
+
+class FormDef(_Strict):
+    steps: list[StepDef] = Field(min_length=1)
+
+    def all_fields(self) -> list[FieldDef]:
+        return [field for step in self.steps for field in step.fields]
+
+
+class PromptDef(_Strict):
+    system: str = ""
+    user: str = Field(min_length=1)
+
+
+class OutputDef(_Strict):
+    format: Literal["json", "text"] = "text"
+    # The JSON Schema of the draft; `schema` shadows a BaseModel attribute, hence the alias.
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    max_chars: int | None = Field(default=None, gt=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _schema_for_json(self):
+        if self.format == "json":
+            if not self.json_schema:
+                raise ValueError("format json needs a 'schema'")
+            try:
+                jsonschema.Draft202012Validator.check_schema(self.json_schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"'schema' is not a valid JSON Schema: {exc.message}") from None
+        return self
+
+
+class ModelDef(_Strict):
+    name: str | None = None
+    fallback: list[str] = []
+    escalate_to: str | None = None
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    max_tokens: int = Field(default=800, gt=0, le=32000)
+
+
+class RoutingDef(_Strict):
+    auto_approve_at: float = Field(default=0.90, ge=0, le=1)
+    block_below: float = Field(default=0.60, ge=0, le=1)
+    always_block_on: list[str] = ["schema_invalid", "pii_in_output", "guardrail"]
+    audit_sample_rate: float = Field(default=0.05, ge=0, le=1)
+    sla_minutes: dict[Literal["blocking_review", "async_review"], int] = {
+        "blocking_review": 30,
+        "async_review": 1440,
+    }
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.block_below > self.auto_approve_at:
+            raise ValueError("'block_below' must not exceed 'auto_approve_at'")
+        unknown = sorted(set(self.always_block_on) - set(FINDING_CODES))
+        if unknown:
+            raise ValueError(f"always_block_on has unknown finding codes {unknown}; known: {list(FINDING_CODES)}")
+        return self
+
+
+class WorkflowDefinition(_Strict):
+    slug: str = Field(pattern=SLUG_RE, max_length=80)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    reviewer_groups: list[str] = Field(min_length=1)
+    form: FormDef
+    prompt: PromptDef
+    output: OutputDef = OutputDef()
+    model: ModelDef = ModelDef()
+    routing: RoutingDef = RoutingDef()
+    pii: Literal["redact", "allow"] = "redact"
+    cache: bool = True
+
+    @field_validator("reviewer_groups")
+    @classmethod
+    def _group_names(cls, groups: list[str]) -> list[str]:
+        if any(not g.strip() for g in groups):
+            raise ValueError("group names must not be empty")
+        return groups
+
+    @model_validator(mode="after")
+    def _fields_and_placeholders(self):
+        names = [f.name for f in self.form.all_fields()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"form field names must be unique; repeated: {duplicates}")
+        for part in ("system", "user"):
+            for placeholder in PLACEHOLDER_RE.findall(getattr(self.prompt, part)):
+                if placeholder not in names and placeholder != "feedback":
+                    raise ValueError(
+                        f"prompt.{part} uses {{{{ {placeholder} }}}}, which names no form field"
+                    )
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _key_of(loc: tuple) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif isinstance(part, str) and part.startswith("function-"):
+            continue  # pydantic's validator frames are not keys of the document
+        else:
+            key += f".{part}" if key else str(part)
+    return key or "(definition)"
+
+
+def parse_definition(data: Any) -> WorkflowDefinition:
+    if not isinstance(data, dict):
+        raise DefinitionError([("(definition)", "must be a mapping of keys to values")])
+    try:
+        return WorkflowDefinition.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            errors.append((_key_of(err["loc"]), message))
+        raise DefinitionError(errors) from None
+
+
+def parse_yaml(text: str) -> WorkflowDefinition:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(yaml)"
+        raise DefinitionError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_definition(data)
+
+
+def definition_hash(definition: dict[str, Any]) -> str:
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

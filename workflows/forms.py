@@ -1,0 +1,84 @@
+"""Guided forms built from a workflow definition, one Django form per step.
+
+Values are kept between steps in the session as JSON-safe primitives, so a failed step or a
+page reload loses nothing already entered.
+"""
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+
+from .definitions import FieldDef, StepDef
+from .models import RejectReason
+
+
+def _form_field(field: FieldDef) -> forms.Field:
+    common = {"label": field.label, "required": field.required, "help_text": field.help}
+    if field.type == "text":
+        return forms.CharField(max_length=field.max_length or 1000, **common)
+    if field.type == "textarea":
+        return forms.CharField(max_length=field.max_length or 20000, widget=forms.Textarea(attrs={"rows": 6}), **common)
+    if field.type == "email":
+        return forms.EmailField(max_length=field.max_length or 254, **common)
+    if field.type == "choice":
+        choices = [("", "— choose —")] + [(c, c) for c in field.choices]
+        return forms.ChoiceField(choices=choices, **common)
+    if field.type == "multichoice":
+        return forms.MultipleChoiceField(
+            choices=[(c, c) for c in field.choices], widget=forms.CheckboxSelectMultiple, **common
+        )
+    if field.type == "integer":
+        return forms.IntegerField(
+            min_value=int(field.min) if field.min is not None else None,
+            max_value=int(field.max) if field.max is not None else None,
+            **common,
+        )
+    if field.type == "decimal":
+        return forms.DecimalField(min_value=field.min, max_value=field.max, max_digits=18, decimal_places=4, **common)
+    if field.type == "date":
+        return forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), **common)
+    if field.type == "boolean":
+        # A required boolean means "must be ticked"; Django's BooleanField does exactly that.
+        return forms.BooleanField(**common)
+    raise ValueError(f"unknown field type {field.type}")
+
+
+def step_form_class(step: StepDef) -> type[forms.Form]:
+    attrs = {field.name: _form_field(field) for field in step.fields}
+    return type("StepForm", (forms.Form,), attrs)
+
+
+def to_json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+def cleaned_to_json(cleaned: dict[str, Any]) -> dict[str, Any]:
+    return {name: to_json_value(value) for name, value in cleaned.items()}
+
+
+class ClaimForm(forms.Form):
+    pass
+
+
+class ApproveForm(forms.Form):
+    edited_output = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 12}), label="Final text (edit before approving if needed)"
+    )
+
+
+class RejectForm(forms.Form):
+    reason_code = forms.ChoiceField(choices=[("", "— reason —")] + list(RejectReason.choices), label="Reason")
+    reason_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Explanation", max_length=4000)
+
+
+class RegenerateForm(forms.Form):
+    feedback = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), label="Feedback for the next draft", max_length=4000
+    )

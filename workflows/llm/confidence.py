@@ -1,0 +1,79 @@
+"""Validators and the confidence score (DESIGN.md section 4).
+
+The score is always stored with its components so a reviewer or auditor can see why a draft
+took its lane. Nothing in the output itself (a "confidence" key the model writes) is read.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from ..definitions import WorkflowDefinition
+from .types import Completion
+
+# A hard validator failure caps the score so it can never be auto-approved on certainty alone.
+_FAILURE_CAP = 0.3
+
+
+@dataclass
+class Validation:
+    parsed: Any = None
+    findings: list[str] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def validate_output(spec: WorkflowDefinition, content: str) -> Validation:
+    result = Validation()
+    if not content.strip():
+        result.findings.append("empty_output")
+        result.details["empty_output"] = "the model returned no text"
+        return result
+    if spec.output.max_chars and len(content) > spec.output.max_chars:
+        result.findings.append("length_exceeded")
+        result.details["length_exceeded"] = f"{len(content)} characters > {spec.output.max_chars}"
+    if spec.output.format == "json":
+        try:
+            result.parsed = json.loads(content)
+        except json.JSONDecodeError as exc:
+            result.findings.append("schema_invalid")
+            result.details["schema_invalid"] = f"not JSON: {exc.msg} at position {exc.pos}"
+            return result
+        validator = jsonschema.Draft202012Validator(spec.output.json_schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(result.parsed))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            result.findings.append("schema_invalid")
+            result.details["schema_invalid"] = f"{where}: {error.message}"
+    return result
+
+
+def certainty_from_logprobs(logprobs: list[float]) -> dict[str, float]:
+    probs = [math.exp(lp) for lp in logprobs]
+    return {"mean_token_prob": round(sum(probs) / len(probs), 6), "min_token_prob": round(min(probs), 6)}
+
+
+def score(completion: Completion, validation: Validation) -> tuple[float, dict[str, Any]]:
+    """Return (score in [0, 1], components)."""
+    components: dict[str, Any] = {}
+    if completion.token_logprobs:
+        components.update(certainty_from_logprobs(completion.token_logprobs))
+        # The weakest token matters: one unsure number in a reply is what a reviewer must see.
+        certainty = 0.5 * components["mean_token_prob"] + 0.5 * components["min_token_prob"]
+        components["certainty_source"] = "logprobs"
+    elif completion.certainty_hint is not None:
+        certainty = completion.certainty_hint
+        components["certainty_source"] = "offline_heuristic"
+    else:
+        # A provider without logprobs gives us nothing to trust: land in the middle, not the top.
+        certainty = 0.5
+        components["certainty_source"] = "none"
+    components["certainty"] = round(certainty, 6)
+    components["validators_passed"] = not validation.findings
+    components["findings"] = list(validation.findings)
+    value = certainty if not validation.findings else min(certainty, _FAILURE_CAP)
+    value = round(max(0.0, min(1.0, value)), 6)
+    return value, components

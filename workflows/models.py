@@ -1,0 +1,320 @@
+"""ReviewDesk's domain: workflows, their immutable versions, submissions, drafts, reviews and
+the append-only audit log.
+
+Writes go through ``workflows.services``; reads through ``workflows.selectors``.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+
+class DomainError(Exception):
+    """An illegal move in the domain (wrong state, wrong actor). Views turn it into a 4xx."""
+
+
+class IllegalTransition(DomainError):
+    pass
+
+
+class Workflow(models.Model):
+    slug = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    reviewer_groups = models.ManyToManyField(Group, related_name="reviewed_workflows", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    history = HistoricalRecords(m2m_fields=[reviewer_groups])
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def current_version(self) -> "WorkflowVersion | None":
+        return self.versions.order_by("-number").first()
+
+
+class WorkflowVersion(models.Model):
+    """A published definition. Immutable: submissions point at the version they were made with."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    source_yaml = models.TextField(blank=True)
+    definition_hash = models.CharField(max_length=64)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    published_at = models.DateTimeField(default=timezone.now)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["workflow", "-number"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "number"], name="uniq_workflow_version_number")]
+
+    def __str__(self):
+        return f"{self.workflow.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.pop("_allow_update", False):
+            raise DomainError("A published workflow version is immutable; publish a new version instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise DomainError("A published workflow version cannot be deleted.")
+
+    @property
+    def spec(self):
+        from .definitions import parse_definition
+
+        return parse_definition(self.definition)
+
+
+class Lane(models.TextChoices):
+    AUTO_APPROVE = "auto_approve", "Auto-approve"
+    ASYNC_REVIEW = "async_review", "Async review"
+    BLOCKING_REVIEW = "blocking_review", "Blocking review"
+
+
+class SubmissionState(models.TextChoices):
+    SUBMITTED = "submitted", "Submitted"
+    GENERATING = "generating", "Generating"
+    ROUTED = "routed", "Awaiting review"
+    REGENERATING = "regenerating", "Regenerating"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+
+
+# The submission state machine, in one place. Every state change goes through
+# Submission.transition_to, which consults this table.
+TRANSITIONS: dict[str, set[str]] = {
+    SubmissionState.SUBMITTED: {SubmissionState.GENERATING, SubmissionState.FAILED},
+    SubmissionState.GENERATING: {SubmissionState.ROUTED, SubmissionState.FAILED},
+    SubmissionState.ROUTED: {
+        SubmissionState.APPROVED,
+        SubmissionState.REJECTED,
+        SubmissionState.REGENERATING,
+    },
+    SubmissionState.REGENERATING: {SubmissionState.GENERATING, SubmissionState.FAILED},
+    # An auto-approved draft picked for the audit sample can still be retracted by its reviewer.
+    SubmissionState.APPROVED: {SubmissionState.REJECTED},
+    SubmissionState.REJECTED: set(),
+    SubmissionState.FAILED: set(),
+}
+TERMINAL_STATES = {SubmissionState.APPROVED, SubmissionState.REJECTED, SubmissionState.FAILED}
+
+
+class Submission(models.Model):
+    workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="submissions")
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions")
+    data = models.JSONField()
+    state = models.CharField(max_length=20, choices=SubmissionState.choices, default=SubmissionState.SUBMITTED)
+    lane = models.CharField(max_length=20, choices=Lane.choices, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    generation_started_at = models.DateTimeField(null=True, blank=True)
+    regenerate_feedback = models.TextField(blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    retracted_at = models.DateTimeField(null=True, blank=True)
+    final_output = models.TextField(blank=True)
+    failure_reason = models.TextField(blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state"]), models.Index(fields=["submitted_by", "-created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="uniq_submission_idempotency_key",
+            )
+        ]
+
+    def __str__(self):
+        return f"Submission #{self.pk} ({self.workflow_version})"
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.workflow_version.workflow
+
+    @property
+    def is_released(self) -> bool:
+        return self.released_at is not None and self.retracted_at is None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def latest_draft(self) -> "Draft | None":
+        return self.drafts.order_by("-attempt").first()
+
+    def transition_to(self, new_state: str) -> None:
+        if new_state not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"Submission #{self.pk} cannot go from {self.state} to {new_state}.")
+        self.state = new_state
+
+
+class Draft(models.Model):
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="drafts")
+    attempt = models.PositiveIntegerField()
+    engine = models.CharField(max_length=20)  # "openai" or "offline"
+    model = models.CharField(max_length=200)
+    content = models.TextField()
+    parsed = models.JSONField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    score = models.FloatField()
+    score_components = models.JSONField(default=dict)
+    findings = models.JSONField(default=list)
+    lane = models.CharField(max_length=20, choices=Lane.choices)
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["submission", "attempt"]
+        constraints = [
+            # One draft per attempt: a redelivered generation task cannot create a second one.
+            models.UniqueConstraint(fields=["submission", "attempt"], name="uniq_draft_attempt"),
+        ]
+
+    def __str__(self):
+        return f"Draft {self.submission_id}/{self.attempt}"
+
+
+class LLMCall(models.Model):
+    """One request to a model provider, successful or not: the raw material of cost tracking."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="llm_calls")
+    attempt = models.PositiveIntegerField()
+    engine = models.CharField(max_length=20)
+    model = models.CharField(max_length=200)
+    ok = models.BooleanField()
+    error = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+
+
+class ReviewState(models.TextChoices):
+    OPEN = "open", "Open"
+    DONE = "done", "Done"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Decision(models.TextChoices):
+    APPROVE = "approve", "Approve"
+    EDIT = "edit", "Approve with edit"
+    REJECT = "reject", "Reject"
+    REGENERATE = "regenerate", "Regenerate"
+
+
+class RejectReason(models.TextChoices):
+    INACCURATE = "inaccurate", "Inaccurate or wrong facts"
+    TONE = "tone", "Wrong tone"
+    POLICY = "policy", "Violates policy"
+    INCOMPLETE = "incomplete", "Incomplete"
+    OTHER = "other", "Other"
+
+
+class ReviewTask(models.Model):
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="review_tasks")
+    draft = models.ForeignKey(Draft, on_delete=models.PROTECT, related_name="review_tasks")
+    lane = models.CharField(max_length=20, choices=Lane.choices)
+    sampled = models.BooleanField(default=False)  # an auto-approved draft drawn for audit
+    state = models.CharField(max_length=20, choices=ReviewState.choices, default=ReviewState.OPEN)
+    # A claim is a lease, never a row lock held across an HTTP request.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    decision = models.CharField(max_length=20, choices=Decision.choices, blank=True)
+    reason_code = models.CharField(max_length=20, choices=RejectReason.choices, blank=True)
+    reason_text = models.TextField(blank=True)
+    edited_output = models.TextField(blank=True)
+    diff = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["due_at", "created_at"]
+        indexes = [models.Index(fields=["state", "lane"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["draft"], condition=models.Q(state="open"), name="uniq_open_review_per_draft"
+            )
+        ]
+
+    def __str__(self):
+        return f"Review #{self.pk} of submission #{self.submission_id}"
+
+    def lease_held_by(self, user) -> bool:
+        return (
+            self.claimed_by_id == user.pk
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > timezone.now()
+        )
+
+    @property
+    def lease_active(self) -> bool:
+        return self.lease_expires_at is not None and self.lease_expires_at > timezone.now()
+
+
+class AuditEvent(models.Model):
+    """Append-only, SHA-256 hash-chained record of every transition (see workflows.audit).
+
+    The model refuses updates and deletes; on PostgreSQL a trigger refuses them too, so even
+    raw SQL cannot rewrite history without breaking the chain.
+    """
+
+    created_at = models.DateTimeField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor_label = models.CharField(max_length=150)  # username, or "system"
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    workflow_version = models.ForeignKey(
+        WorkflowVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    payload = models.JSONField(default=dict)
+    request_id = models.CharField(max_length=64, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"]),
+            models.Index(fields=["action"]),
+            models.Index(fields=["created_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.id} {self.action} {self.object_type}:{self.object_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise DomainError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise DomainError("Audit events are append-only.")

@@ -1,0 +1,93 @@
+"""Every read, scoped to the user asking. Objects outside the scope simply do not exist (404)."""
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, Workflow, WorkflowVersion
+from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
+
+
+def _reviewable_workflows_q(user, prefix: str = "") -> Q:
+    return Q(**{f"{prefix}reviewer_groups__in": user.groups.all()})
+
+
+def workflows_for_submitter(user) -> QuerySet[Workflow]:
+    if not has_role(user, SUBMITTER):
+        return Workflow.objects.none()
+    return Workflow.objects.filter(versions__isnull=False).distinct().order_by("name")
+
+
+def workflow_for_submitter(user, slug: str) -> Workflow:
+    return get_object_or_404(workflows_for_submitter(user), slug=slug)
+
+
+def current_version(workflow: Workflow) -> WorkflowVersion:
+    return workflow.versions.order_by("-number").first()
+
+
+def submissions_for(user) -> QuerySet[Submission]:
+    """Compliance sees all; a reviewer sees their workflows' submissions; anyone sees their own."""
+    qs = Submission.objects.select_related("workflow_version__workflow", "submitted_by")
+    if has_role(user, COMPLIANCE) or has_role(user, WORKFLOW_ADMIN):
+        return qs
+    scope = Q(submitted_by=user)
+    if has_role(user, REVIEWER):
+        reviewable = Workflow.objects.filter(_reviewable_workflows_q(user)).values("pk")
+        scope |= Q(workflow_version__workflow__in=reviewable)
+    return qs.filter(scope)
+
+
+def own_submissions(user) -> QuerySet[Submission]:
+    return Submission.objects.select_related("workflow_version__workflow").filter(submitted_by=user)
+
+
+def submission_for(user, pk: int) -> Submission:
+    return get_object_or_404(submissions_for(user), pk=pk)
+
+
+def review_tasks_for(user) -> QuerySet[ReviewTask]:
+    """Open review tasks this user may work: their groups' workflows, never their own submissions."""
+    if not has_role(user, REVIEWER):
+        return ReviewTask.objects.none()
+    reviewable = Workflow.objects.filter(_reviewable_workflows_q(user)).values("pk")
+    return (
+        ReviewTask.objects.select_related("submission__workflow_version__workflow", "submission__submitted_by", "draft", "claimed_by")
+        .filter(submission__workflow_version__workflow__in=reviewable)
+        .exclude(submission__submitted_by=user)
+    )
+
+
+def open_review_tasks_for(user, lane: str | None = None) -> QuerySet[ReviewTask]:
+    qs = review_tasks_for(user).filter(state=ReviewState.OPEN)
+    if lane:
+        qs = qs.filter(lane=lane)
+    return qs.order_by("due_at", "created_at")
+
+
+def review_task_for(user, pk: int) -> ReviewTask:
+    return get_object_or_404(review_tasks_for(user), pk=pk)
+
+
+def queue_counts(user) -> dict[str, int]:
+    rows = review_tasks_for(user).filter(state=ReviewState.OPEN).values("lane").annotate(n=Count("id"))
+    counts = {lane: 0 for lane in (Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW)}
+    counts.update({row["lane"]: row["n"] for row in rows})
+    return counts
+
+
+def audit_events_for_submission(user, submission: Submission) -> QuerySet[AuditEvent]:
+    """The audit trail of one submission (the caller has already scoped the submission)."""
+    task_ids = [str(pk) for pk in submission.review_tasks.values_list("pk", flat=True)]
+    draft_ids = [str(pk) for pk in submission.drafts.values_list("pk", flat=True)]
+    return AuditEvent.objects.filter(
+        Q(object_type="submission", object_id=str(submission.pk))
+        | Q(object_type="reviewtask", object_id__in=task_ids)
+        | Q(object_type="draft", object_id__in=draft_ids)
+    ).order_by("id")
+
+
+def audit_events_for(user) -> QuerySet[AuditEvent]:
+    if not has_role(user, COMPLIANCE):
+        return AuditEvent.objects.none()
+    return AuditEvent.objects.select_related("workflow_version__workflow").order_by("-id")

@@ -1,0 +1,20 @@
+from django.urls import path
+
+from .views import audit, health, pages, review
+
+urlpatterns = [
+    path("", pages.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("workflows/<slug:slug>/new/", pages.submission_new, name="submission_new"),
+    path("workflows/<slug:slug>/new/<int:step>/", pages.submission_new, name="submission_new_step"),
+    path("submissions/", pages.submission_list, name="submission_list"),
+    path("submissions/<int:pk>/", pages.submission_detail, name="submission_detail"),
+    path("review/", review.review_queue, name="review_queue"),
+    path("review/<int:pk>/", review.review_detail, name="review_detail"),
+    path("review/<int:pk>/claim/", review.review_claim, name="review_claim"),
+    path("review/<int:pk>/approve/", review.review_approve, name="review_approve"),
+    path("review/<int:pk>/reject/", review.review_reject, name="review_reject"),
+    path("review/<int:pk>/regenerate/", review.review_regenerate, name="review_regenerate"),
+    path("audit/", audit.audit_log, name="audit_log"),
+]

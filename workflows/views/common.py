@@ -1,0 +1,27 @@
+from functools import wraps
+
+from django.http import Http404
+from django.shortcuts import render
+
+from ..roles import has_role
+
+
+def role_required(*roles):
+    """Pages of a role are not there for anyone else: 404, like any object outside one's scope."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not any(has_role(request.user, role) for role in roles):
+                raise Http404("Not found")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def render_page(request, template: str, context: dict, *, partial: str | None = None, status: int = 200):
+    """Render the whole page, or only the named partial for an htmx request."""
+    name = f"{template}#{partial}" if partial and request.htmx else template
+    return render(request, name, context, status=status)

@@ -1,0 +1,117 @@
+"""Home and the submitter's pages: workflow list, guided form, submission status."""
+from django.contrib import messages
+from django.forms import MultipleChoiceField
+from django.http import Http404
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+from django_htmx.http import HttpResponseClientRedirect
+
+from .. import selectors, services
+from ..forms import cleaned_to_json, step_form_class
+from ..roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
+from .common import render_page, role_required
+
+
+def home(request):
+    user = request.user
+    context = {
+        "workflows": selectors.workflows_for_submitter(user),
+        "recent": selectors.own_submissions(user)[:10],
+        "queue_counts": selectors.queue_counts(user) if has_role(user, REVIEWER) else None,
+        "is_compliance": has_role(user, COMPLIANCE),
+    }
+    return render_page(request, "workflows/home.html", context)
+
+
+def _session_key(version) -> str:
+    return f"wizard:{version.pk}"
+
+
+def _raw_values(request, version) -> dict:
+    return request.session.get(_session_key(version), {})
+
+
+def _raw_from_post(post, form_class) -> dict:
+    raw = {}
+    for name, field in form_class.base_fields.items():
+        raw[name] = post.getlist(name) if isinstance(field, MultipleChoiceField) else post.get(name, "")
+    return raw
+
+
+@role_required(SUBMITTER)
+@require_http_methods(["GET", "POST"])
+def submission_new(request, slug: str, step: int = 1):
+    workflow = selectors.workflow_for_submitter(request.user, slug)
+    version = selectors.current_version(workflow)
+    spec = version.spec
+    steps = spec.form.steps
+    if not 1 <= step <= len(steps):
+        raise Http404("No such step")
+    form_class = step_form_class(steps[step - 1])
+    raw = _raw_values(request, version)
+    status = 200
+    if request.method == "POST":
+        form = form_class(request.POST)
+        # Keep what was typed even when the step fails validation: nothing entered is lost.
+        raw.update(_raw_from_post(request.POST, form_class))
+        request.session[_session_key(version)] = raw
+        going_back = request.POST.get("nav") == "back"
+        if going_back and step > 1:
+            return _goto(request, reverse("submission_new_step", args=[slug, step - 1]))
+        if form.is_valid():
+            if step < len(steps):
+                return _goto(request, reverse("submission_new_step", args=[slug, step + 1]))
+            return _finish(request, version, spec, raw)
+        status = 422
+    else:
+        form = form_class(initial={k: v for k, v in raw.items() if k in form_class.base_fields})
+    context = {
+        "workflow": workflow,
+        "version": version,
+        "spec": spec,
+        "form": form,
+        "step": step,
+        "steps": steps,
+        "is_last": step == len(steps),
+    }
+    return render_page(request, "workflows/submission_form.html", context, partial="wizard", status=status)
+
+
+def _goto(request, url):
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _finish(request, version, spec, raw):
+    """Validate every step again (the session is not trusted) and create the submission."""
+    data = {}
+    for number, step_def in enumerate(spec.form.steps, start=1):
+        form = step_form_class(step_def)(raw)
+        if not form.is_valid():
+            messages.error(request, f"Step {number} ({step_def.title}) needs attention.")
+            return _goto(request, reverse("submission_new_step", args=[version.workflow.slug, number]))
+        data.update(cleaned_to_json(form.cleaned_data))
+    submission = services.submission_create(version=version, user=request.user, data=data)
+    request.session.pop(_session_key(version), None)
+    messages.success(request, "Submitted. A draft is being prepared.")
+    return _goto(request, reverse("submission_detail", args=[submission.pk]))
+
+
+def submission_list(request):
+    submissions = selectors.submissions_for(request.user)[:200]
+    return render_page(request, "workflows/submission_list.html", {"submissions": submissions})
+
+
+def submission_detail(request, pk: int):
+    submission = selectors.submission_for(request.user, pk)
+    is_owner = submission.submitted_by_id == request.user.pk
+    can_see_drafts = not is_owner or has_role(request.user, COMPLIANCE)
+    context = {
+        "submission": submission,
+        "spec": submission.workflow_version.spec,
+        "draft": submission.latest_draft,
+        "can_see_drafts": can_see_drafts,
+        "events": selectors.audit_events_for_submission(request.user, submission),
+        "fields": submission.workflow_version.spec.form.all_fields(),
+    }
+    return render_page(request, "workflows/submission_detail.html", context, partial="status")

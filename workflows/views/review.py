@@ -1,0 +1,115 @@
+"""The reviewer's queue and decisions. Each POST is one service call."""
+from django.contrib import messages
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from .. import selectors, services
+from ..forms import ApproveForm, RegenerateForm, RejectForm
+from ..models import DomainError, Lane
+from ..roles import REVIEWER
+from .common import render_page, role_required
+
+QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
+
+
+@role_required(REVIEWER)
+def review_queue(request):
+    lane = request.GET.get("lane") or Lane.BLOCKING_REVIEW
+    if lane not in QUEUE_LANES:
+        lane = Lane.BLOCKING_REVIEW
+    context = {
+        "lane": lane,
+        "lanes": [(value, Lane(value).label) for value in QUEUE_LANES],
+        "counts": selectors.queue_counts(request.user),
+        "tasks": selectors.open_review_tasks_for(request.user, lane)[:200],
+    }
+    return render_page(request, "workflows/review_queue.html", context, partial="queue")
+
+
+def _detail_context(request, task, **forms):
+    draft = task.draft
+    submission = task.submission
+    context = {
+        "task": task,
+        "submission": submission,
+        "draft": draft,
+        "spec": submission.workflow_version.spec,
+        "fields": submission.workflow_version.spec.form.all_fields(),
+        "holds_lease": task.lease_held_by(request.user),
+        "approve_form": forms.get("approve_form") or ApproveForm(initial={"edited_output": draft.content}),
+        "reject_form": forms.get("reject_form") or RejectForm(),
+        "regenerate_form": forms.get("regenerate_form") or RegenerateForm(),
+        "error": forms.get("error"),
+    }
+    return context
+
+
+@role_required(REVIEWER)
+def review_detail(request, pk: int):
+    task = selectors.review_task_for(request.user, pk)
+    return render_page(request, "workflows/review_detail.html", _detail_context(request, task), partial="decision")
+
+
+def _after_decision(request, task, message):
+    messages.success(request, message)
+    return redirect(reverse("review_queue") + f"?lane={task.lane}")
+
+
+def _refuse(request, task, status=409, **forms):
+    context = _detail_context(request, task, **forms)
+    return render_page(request, "workflows/review_detail.html", context, partial="decision", status=status)
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_claim(request, pk: int):
+    task = selectors.review_task_for(request.user, pk)
+    try:
+        services.review_claim(task_id=task.pk, user=request.user)
+    except DomainError as exc:
+        return _refuse(request, task, error=str(exc))
+    return redirect("review_detail", pk=task.pk) if not request.htmx else review_detail(request, pk)
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_approve(request, pk: int):
+    task = selectors.review_task_for(request.user, pk)
+    form = ApproveForm(request.POST)
+    if not form.is_valid():
+        return _refuse(request, task, status=422, approve_form=form)
+    edited = form.cleaned_data["edited_output"]
+    try:
+        task = services.review_approve(task_id=task.pk, user=request.user, edited_output=edited or None)
+    except DomainError as exc:
+        return _refuse(request, task, approve_form=form, error=str(exc))
+    return _after_decision(request, task, f"Submission #{task.submission_id} approved" + (" with your edit." if task.diff else "."))
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_reject(request, pk: int):
+    task = selectors.review_task_for(request.user, pk)
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        return _refuse(request, task, status=422, reject_form=form)
+    try:
+        task = services.review_reject(task_id=task.pk, user=request.user, **form.cleaned_data)
+    except DomainError as exc:
+        return _refuse(request, task, reject_form=form, error=str(exc))
+    return _after_decision(request, task, f"Submission #{task.submission_id} rejected.")
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_regenerate(request, pk: int):
+    task = selectors.review_task_for(request.user, pk)
+    form = RegenerateForm(request.POST)
+    if not form.is_valid():
+        return _refuse(request, task, status=422, regenerate_form=form)
+    try:
+        task = services.review_regenerate(task_id=task.pk, user=request.user, **form.cleaned_data)
+    except DomainError as exc:
+        return _refuse(request, task, regenerate_form=form, error=str(exc))
+    return _after_decision(request, task, f"Submission #{task.submission_id} sent back for a new draft.")
