@@ -131,6 +131,13 @@ STORAGES = {
     },
 }
 
+if DEBUG:
+    # Development serves static files through the finders; STATIC_ROOT exists only after
+    # collectstatic, and whitenoise would warn about it on every start.
+    import warnings
+
+    warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
