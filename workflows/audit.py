@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Iterable
 
 from django.db import connection, transaction
@@ -23,6 +24,20 @@ _CHAIN_LOCK_KEY = 7_302_114_001
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _stored_number(text: str) -> int | float:
+    # PostgreSQL's jsonb keeps the decimal value of a number, not its spelling: 1e+16 comes
+    # back as the integer 10000000000000000 and -0.0 as 0.0, so the stored row would no longer
+    # hash to the value computed when it was written. Storing every integral number as an int
+    # (5.0 as 5) gives one spelling that survives the round trip.
+    number = Decimal(text)
+    return int(number) if number == number.to_integral_value() else float(text)
+
+
+def _as_stored(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as the database will give it back: plain JSON types, integral numbers as ints."""
+    return json.loads(canonical_json(payload), parse_float=_stored_number)
 
 
 def content_hash(text: str | None) -> str:
@@ -83,7 +98,7 @@ def record(
         object_type=object_type,
         object_id=str(object_id),
         workflow_version=workflow_version,
-        payload=json.loads(canonical_json(payload or {})),
+        payload=_as_stored(payload or {}),
         request_id=request_id_var.get(),
         ip=client_ip_var.get(),
         prev_hash=head,

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jsonschema
 import yaml
@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 FIELD_TYPES = ("text", "textarea", "choice", "multichoice", "integer", "decimal", "date", "boolean", "email")
 FINDING_CODES = ("schema_invalid", "pii_in_output", "guardrail", "empty_output", "length_exceeded")
 PLACEHOLDER_RE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
+# Anything in double braces: what an author meant as a placeholder, even if misspelt.
+BRACES_RE = re.compile(r"{{.*?}}", re.DOTALL)
 SLUG_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 NAME_RE = r"^[a-z_][a-z0-9_]*$"
+RESERVED_NAMES = ("feedback",)
 
 
 class DefinitionError(ValueError):
@@ -28,6 +31,19 @@ class DefinitionError(ValueError):
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
         super().__init__("; ".join(f"{key}: {reason}" for key, reason in errors))
+
+
+class _KeyedError(ValueError):
+    """A refusal raised by a model-level validator that belongs to one key inside the model.
+
+    pydantic locates a model validator's error at the model itself (``routing``, or the root);
+    the author needs the key to fix (``routing.block_below``), so the validator names it here
+    and ``parse_definition`` appends it to pydantic's location.
+    """
+
+    def __init__(self, loc: tuple, message: str):
+        self.loc = loc
+        super().__init__(message)
 
 
 class _Strict(BaseModel):
@@ -45,6 +61,15 @@ class FieldDef(_Strict):
     max: Decimal | None = None
     choices: list[str] | None = None
     pii: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        # Prompts render {{ feedback }} from the reviewer's feedback; a field of that name
+        # would be silently overwritten by it.
+        if name in RESERVED_NAMES:
+            raise ValueError(f"'{name}' is reserved for the reviewer's feedback in prompts; rename the field")
+        return name
 
     @model_validator(mode="after")
     def _choices_match_type(self):
@@ -87,11 +112,11 @@ class OutputDef(_Strict):
     def _schema_for_json(self):
         if self.format == "json":
             if not self.json_schema:
-                raise ValueError("format json needs a 'schema'")
+                raise _KeyedError(("schema",), "format json needs a 'schema'")
             try:
                 jsonschema.Draft202012Validator.check_schema(self.json_schema)
             except jsonschema.SchemaError as exc:
-                raise ValueError(f"'schema' is not a valid JSON Schema: {exc.message}") from None
+                raise _KeyedError(("schema",), f"not a valid JSON Schema: {exc.message}") from None
         return self
 
 
@@ -108,7 +133,7 @@ class RoutingDef(_Strict):
     block_below: float = Field(default=0.60, ge=0, le=1)
     always_block_on: list[str] = ["schema_invalid", "pii_in_output", "guardrail"]
     audit_sample_rate: float = Field(default=0.05, ge=0, le=1)
-    sla_minutes: dict[Literal["blocking_review", "async_review"], int] = {
+    sla_minutes: dict[Literal["blocking_review", "async_review"], Annotated[int, Field(gt=0)]] = {
         "blocking_review": 30,
         "async_review": 1440,
     }
@@ -116,10 +141,14 @@ class RoutingDef(_Strict):
     @model_validator(mode="after")
     def _ordered(self):
         if self.block_below > self.auto_approve_at:
-            raise ValueError("'block_below' must not exceed 'auto_approve_at'")
+            raise _KeyedError(
+                ("block_below",), f"{self.block_below} must not exceed auto_approve_at ({self.auto_approve_at})"
+            )
         unknown = sorted(set(self.always_block_on) - set(FINDING_CODES))
         if unknown:
-            raise ValueError(f"always_block_on has unknown finding codes {unknown}; known: {list(FINDING_CODES)}")
+            raise _KeyedError(
+                ("always_block_on",), f"unknown finding codes {unknown}; known: {list(FINDING_CODES)}"
+            )
         return self
 
 
@@ -145,16 +174,23 @@ class WorkflowDefinition(_Strict):
 
     @model_validator(mode="after")
     def _fields_and_placeholders(self):
-        names = [f.name for f in self.form.all_fields()]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"form field names must be unique; repeated: {duplicates}")
-        for part in ("system", "user"):
-            for placeholder in PLACEHOLDER_RE.findall(getattr(self.prompt, part)):
-                if placeholder not in names and placeholder != "feedback":
-                    raise ValueError(
-                        f"prompt.{part} uses {{{{ {placeholder} }}}}, which names no form field"
+        names: set[str] = set()
+        for s, step in enumerate(self.form.steps):
+            for f, field in enumerate(step.fields):
+                if field.name in names:
+                    raise _KeyedError(
+                        ("form", "steps", s, "fields", f, "name"),
+                        f"'{field.name}' is already the name of another field; field names must be unique",
                     )
+                names.add(field.name)
+        for part in ("system", "user"):
+            for braces in BRACES_RE.findall(getattr(self.prompt, part)):
+                # {{ customer.name }} or {{ name|upper }} would reach the model verbatim.
+                if not PLACEHOLDER_RE.fullmatch(braces):
+                    raise _KeyedError(("prompt", part), f"{braces} is not a placeholder; write {{{{ field_name }}}}")
+            for placeholder in PLACEHOLDER_RE.findall(getattr(self.prompt, part)):
+                if placeholder not in names and placeholder not in RESERVED_NAMES:
+                    raise _KeyedError(("prompt", part), f"{{{{ {placeholder} }}}} names no form field")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -182,7 +218,9 @@ def parse_definition(data: Any) -> WorkflowDefinition:
         errors = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
-            errors.append((_key_of(err["loc"]), message))
+            cause = err.get("ctx", {}).get("error")
+            loc = (*err["loc"], *cause.loc) if isinstance(cause, _KeyedError) else err["loc"]
+            errors.append((_key_of(loc), message))
         raise DefinitionError(errors) from None
 
 

@@ -8,6 +8,7 @@ the UI labels every offline draft as such.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -18,7 +19,14 @@ from .types import Completion
 ENGINE = "offline"
 MODEL = "offline-template-v1"
 # Words that make a human look more likely to be needed; the heuristic lowers certainty.
-_RISK_WORDS = ("lawyer", "legal", "lawsuit", "fraud", "injury", "urgent", "regulator", "sue")
+# Whole words only: a substring test would hear "sue" in every "issue" a customer reports.
+_RISK_WORDS = tuple(
+    re.compile(rf"\b{word}\b")
+    for word in (
+        r"lawyers?", r"legal(?:ly)?", r"lawsuits?", r"fraud(?:ulent)?", r"injur(?:y|ies|ed)",
+        r"urgent(?:ly)?", r"regulators?", r"su(?:e|ed|es|ing)",
+    )
+)
 
 
 def _summary(values: dict[str, Any]) -> str:
@@ -50,7 +58,7 @@ def _certainty(spec: WorkflowDefinition, values: dict[str, Any], prompt: Rendere
     filled = sum(1 for f in fields if values.get(f.name) not in (None, "", []))
     completeness = filled / len(fields) if fields else 1.0
     text = prompt.user.lower()
-    risk = sum(word in text for word in _RISK_WORDS)
+    risk = sum(bool(word.search(text)) for word in _RISK_WORDS)
     return round(max(0.05, min(0.99, 0.55 + 0.4 * completeness - 0.4 * risk)), 4)
 
 

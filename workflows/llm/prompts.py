@@ -33,10 +33,13 @@ def render_template(template: str, values: dict[str, Any]) -> str:
 
 
 def render_prompt(spec: WorkflowDefinition, values: dict[str, Any], *, feedback: str = "") -> RenderedPrompt:
-    user = render_template(spec.prompt.user, {**values, "feedback": feedback})
-    if feedback and "feedback" not in PLACEHOLDER_RE.findall(spec.prompt.user):
+    # The definition may place {{ feedback }} in either part; wherever it is not placed, the
+    # feedback is appended to the user message so a regeneration never silently drops it.
+    context = {**values, "feedback": feedback}
+    user = render_template(spec.prompt.user, context)
+    system = render_template(spec.prompt.system, context)
+    if feedback and "feedback" not in PLACEHOLDER_RE.findall(spec.prompt.system + spec.prompt.user):
         user += f"\n\nA reviewer sent the previous draft back with this feedback; address it:\n{feedback}"
-    system = render_template(spec.prompt.system, values)
     if spec.output.format == "json":
         system = (system + "\n\nAnswer with a single JSON object that matches the given schema.").strip()
     return RenderedPrompt(system=system, user=user)

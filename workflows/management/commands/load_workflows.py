@@ -25,7 +25,14 @@ class Command(BaseCommand):
         failed = 0
         for path in files:
             try:
-                version, created = workflow_publish_yaml(text=path.read_text(encoding="utf-8"))
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                # A file saved in another encoding is bad input like any other, not a crash.
+                failed += 1
+                self.stderr.write(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+                continue
+            try:
+                version, created = workflow_publish_yaml(text=text)
             except DefinitionError as exc:
                 failed += 1
                 for key, reason in exc.errors:

@@ -1,0 +1,291 @@
+"""The tamper-evident audit trail (DESIGN.md section 5): chain, verify, append-only."""
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+
+from workflows import audit
+from workflows.models import AuditEvent, DomainError
+from workflows.request_context import client_ip_var, request_id_var
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIGGER = "workflows_auditevent_no_update_delete"
+
+
+def _events(n: int, actor=None) -> list[AuditEvent]:
+    return [
+        audit.record_standalone(action="test.step", object_type="thing", object_id=i, actor=actor,
+                                payload={"step": i, "text": f"event {i}"})
+        for i in range(n)
+    ]
+
+
+def _tamper(sql: str, params: list) -> None:
+    """Rewrite history the way an attacker with table access would: trigger off, write, trigger on."""
+    with connection.cursor() as cursor:
+        # Django's foreign keys are deferred; PostgreSQL will not ALTER a table with pending
+        # constraint checks, so run them now (they pass) before switching the trigger off.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f"ALTER TABLE workflows_auditevent DISABLE TRIGGER {TRIGGER}")
+        cursor.execute(sql, params)
+        cursor.execute(f"ALTER TABLE workflows_auditevent ENABLE TRIGGER {TRIGGER}")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+# --- recording ---------------------------------------------------------------------------
+
+
+def test_record_outside_a_transaction_raises(transactional_db):
+    assert not connection.in_atomic_block
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        audit.record(action="test.orphan", object_type="thing", object_id=1)
+    assert not AuditEvent.objects.exists()
+
+
+def test_record_standalone_opens_its_own_transaction(transactional_db):
+    event = audit.record_standalone(action="auth.denied", object_type="thing", object_id=1)
+    assert AuditEvent.objects.get().pk == event.pk
+
+
+def test_events_roll_back_with_the_change_they_record(db):
+    with pytest.raises(ZeroDivisionError):
+        with transaction.atomic():
+            audit.record(action="test.step", object_type="thing", object_id=1)
+            1 / 0
+    assert not AuditEvent.objects.exists()
+
+
+def test_first_event_links_to_genesis_and_each_next_to_its_predecessor(db):
+    events = _events(4)
+    assert events[0].prev_hash == audit.GENESIS_HASH
+    for previous, event in zip(events, events[1:]):
+        assert event.prev_hash == previous.hash
+    assert len({e.hash for e in events}) == 4
+
+
+def test_record_captures_actor_object_and_request_context(db, make_user):
+    user = make_user("alice", "reviewer")
+    rid, ip = request_id_var.set("req-123"), client_ip_var.set("203.0.113.7")
+    try:
+        event = audit.record_standalone(action="review.claimed", obj=user, actor=user, payload={"k": "v"})
+    finally:
+        request_id_var.reset(rid)
+        client_ip_var.reset(ip)
+    event.refresh_from_db()
+    assert (event.actor, event.actor_label) == (user, "alice")
+    assert (event.object_type, event.object_id) == ("user", str(user.pk))
+    assert (event.request_id, event.ip) == ("req-123", "203.0.113.7")
+    assert audit.verify_chain().ok
+
+
+def test_anonymous_and_missing_actor_are_system(db):
+    from django.contrib.auth.models import AnonymousUser
+
+    assert audit.record_standalone(action="x.y", actor=AnonymousUser()).actor_label == "system"
+    assert audit.record_standalone(action="x.y").actor_label == "system"
+
+
+def test_stored_rows_hash_the_same_as_when_written(db):
+    # Values go through JSON and PostgreSQL's jsonb and timestamptz; the stored row must still
+    # hash to the value computed before it was written.
+    payload = {
+        "text": 'Zoë wrote "<b>&</b>" \u2014 ok',
+        "score": 0.912345,
+        "small": 1e-7,
+        "large": 1e20,
+        "huge": 1.5e300,
+        "whole": 5.0,
+        "negative_zero": -0.0,
+        "big_int": 2**70,
+        "tokens": 123,
+        "amount": Decimal("42.50"),
+        "when": datetime.date(2025, 1, 31),
+        "nested": {"z": [1, 2.5, None, True], "a": {}},
+    }
+    written = audit.record_standalone(action="draft.generated", object_type="draft", object_id=9, payload=payload)
+    stored = AuditEvent.objects.get(pk=written.pk)
+    assert stored.payload["amount"] == "42.50" and stored.payload["when"] == "2025-01-31"
+    assert audit.compute_hash(stored.prev_hash, stored) == written.hash == stored.hash
+    assert audit.verify_chain().ok
+
+
+def test_content_hash_is_sha256_of_the_text():
+    import hashlib
+
+    assert audit.content_hash("abc") == hashlib.sha256(b"abc").hexdigest()
+    assert audit.content_hash(None) == audit.content_hash("")
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+def test_an_empty_chain_verifies(db):
+    report = audit.verify_chain()
+    assert report.ok and report.checked == 0 and report.head == audit.GENESIS_HASH
+
+
+def test_a_chain_of_events_verifies(db):
+    events = _events(6)
+    report = audit.verify_chain()
+    assert report.ok
+    assert report.checked == 6
+    assert report.head == events[-1].hash
+    assert report.broken_at is None
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("payload", '{"step": 2, "text": "event 2 (edited)"}'),
+        ("action", "test.other"),
+        ("actor_label", "mallory"),
+        ("object_id", "999"),
+    ],
+)
+def test_tampering_with_a_row_is_detected_at_that_event(db, column, value):
+    events = _events(5)
+    target = events[2]
+    _tamper(f"UPDATE workflows_auditevent SET {column} = %s WHERE id = %s", [value, target.pk])
+    assert getattr(AuditEvent.objects.get(pk=target.pk), column) != getattr(target, column), "the row was changed"
+    report = audit.verify_chain()
+    assert not report.ok
+    assert report.broken_at == target.pk
+    assert report.checked == 2
+    assert report.reason == "hash does not match the event's contents"
+
+
+def test_tampering_with_the_time_is_detected(db):
+    events = _events(3)
+    _tamper("UPDATE workflows_auditevent SET created_at = created_at - interval '1 day' WHERE id = %s",
+            [events[1].pk])
+    assert audit.verify_chain().broken_at == events[1].pk
+
+
+def test_rehashing_a_tampered_row_breaks_the_next_link(db):
+    # An attacker who recomputes the edited row's hash still breaks the link after it.
+    events = _events(4)
+    target = AuditEvent.objects.get(pk=events[1].pk)
+    target.payload = {"step": 1, "text": "rewritten"}
+    new_hash = audit.compute_hash(target.prev_hash, target)
+    _tamper("UPDATE workflows_auditevent SET payload = %s, hash = %s WHERE id = %s",
+            ['{"step": 1, "text": "rewritten"}', new_hash, target.pk])
+    report = audit.verify_chain()
+    assert report.broken_at == events[2].pk
+    assert report.reason == "prev_hash does not match the previous event's hash"
+
+
+def test_a_deleted_middle_row_is_detected(db):
+    events = _events(5)
+    _tamper("DELETE FROM workflows_auditevent WHERE id = %s", [events[2].pk])
+    report = audit.verify_chain()
+    assert not report.ok
+    assert report.broken_at == events[3].pk
+    assert report.reason == "prev_hash does not match the previous event's hash"
+    assert report.checked == 2
+
+
+def test_a_deleted_first_row_is_detected(db):
+    events = _events(3)
+    _tamper("DELETE FROM workflows_auditevent WHERE id = %s", [events[0].pk])
+    assert audit.verify_chain().broken_at == events[1].pk
+
+
+def test_verify_audit_command_reports_ok(db):
+    events = _events(3)
+    out = io.StringIO()
+    call_command("verify_audit", stdout=out)
+    assert out.getvalue().strip() == f"audit chain ok: 3 events, head {events[-1].hash}"
+
+
+def test_verify_audit_command_names_the_broken_event(db):
+    events = _events(4)
+    _tamper("UPDATE workflows_auditevent SET action = 'review.approved' WHERE id = %s", [events[1].pk])
+    with pytest.raises(CommandError) as info:
+        call_command("verify_audit", stdout=io.StringIO())
+    assert f"audit chain broken at event {events[1].pk}:" in str(info.value)
+    assert "(1 events before it verified)" in str(info.value)
+
+
+def test_manage_py_verify_audit_exits_non_zero(transactional_db):
+    # The real command line, in a separate process reading the committed test database.
+    events = _events(3)
+    _tamper("UPDATE workflows_auditevent SET payload = '{}' WHERE id = %s", [events[2].pk])
+    base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    env = {**os.environ, "DATABASE_URL": f"{base_url}/{connection.settings_dict['NAME']}", "DJANGO_DEBUG": "true"}
+    proc = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert f"audit chain broken at event {events[2].pk}" in proc.stderr
+
+
+# --- append-only -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["UPDATE workflows_auditevent SET action = 'x' WHERE id = %s", "DELETE FROM workflows_auditevent WHERE id = %s"],
+)
+def test_trigger_rejects_raw_update_and_delete(db, sql):
+    (event,) = _events(1)
+    with pytest.raises(DatabaseError, match="append-only"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [event.pk])
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.action == "test.step"
+
+
+def test_trigger_rejects_queryset_update(db):
+    events = _events(2)
+    with pytest.raises(DatabaseError, match="append-only: UPDATE refused"):
+        with transaction.atomic():
+            AuditEvent.objects.filter(pk=events[0].pk).update(payload={"forged": True})
+    assert AuditEvent.objects.get(pk=events[0].pk).payload == {"step": 0, "text": "event 0"}
+    assert audit.verify_chain().ok
+
+
+def test_trigger_rejects_queryset_delete(db):
+    _events(3)
+    with pytest.raises(DatabaseError, match="append-only: DELETE refused"):
+        with transaction.atomic():
+            AuditEvent.objects.all().delete()
+    assert AuditEvent.objects.count() == 3
+    assert audit.verify_chain().ok
+
+
+def test_trigger_is_installed_and_enabled(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgenabled FROM pg_trigger WHERE tgname = %s AND tgrelid = 'workflows_auditevent'::regclass",
+            [TRIGGER],
+        )
+        assert cursor.fetchall() == [("O",)]
+
+
+def test_model_save_on_an_existing_event_raises(db):
+    (event,) = _events(1)
+    event.action = "review.approved"
+    with pytest.raises(DomainError, match="append-only"):
+        event.save()
+    assert AuditEvent.objects.get(pk=event.pk).action == "test.step"
+
+
+def test_model_delete_raises(db):
+    (event,) = _events(1)
+    with pytest.raises(DomainError, match="append-only"):
+        event.delete()
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_payload_numbers_are_stored_as_the_database_returns_them(db):
+    event = audit.record_standalone(action="x.y", payload={"a": 1e16, "b": 5.0, "c": 0.25, "d": -0.0})
+    assert event.payload == {"a": 10**16, "b": 5, "c": 0.25, "d": 0}
+    assert all(type(v) is t for v, t in zip(event.payload.values(), (int, int, float, int)))
