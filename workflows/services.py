@@ -167,6 +167,17 @@ def _release(submission: Submission, *, text: str, actor, reason: str) -> None:
     )
 
 
+def _record_failed_calls(submission: Submission, attempt: int, completion: Completion) -> None:
+    # Each model that failed before the fallback answered was a request of its own; cost and
+    # reliability figures per model need a row for it, not a note on the successful call.
+    # The client writes each error as "<model>: <reason>".
+    for error in completion.errors:
+        model = error.split(": ", 1)[0]
+        LLMCall.objects.create(
+            submission=submission, attempt=attempt, engine=completion.engine, model=model, ok=False, error=error
+        )
+
+
 @transaction.atomic
 def draft_record(*, submission_id: int, attempt: int, completion: Completion) -> Draft | None:
     """Store a draft, score it, route it and release it as its lane says.
@@ -210,13 +221,13 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
         content_hash=audit.content_hash(completion.content),
     )
     _track(draft, system, "draft generated").save()
+    _record_failed_calls(submission, attempt, completion)
     LLMCall.objects.create(
         submission=submission,
         attempt=attempt,
         engine=completion.engine,
         model=completion.model,
         ok=True,
-        error="; ".join(completion.errors),
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
         latency_ms=completion.latency_ms,
@@ -370,16 +381,19 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     final = edited_output.replace("\r\n", "\n") if edited else original
     if edited and submission.workflow_version.spec.output.format == "json":
         validation = confidence.validate_output(submission.workflow_version.spec, final)
-        if "schema_invalid" in validation.findings:
-            raise DomainError(f"The edited output does not match the schema: {validation.details['schema_invalid']}")
+        # An empty edit is reported as empty_output, not schema_invalid, but it breaks the
+        # schema just the same and would release nothing.
+        broken = [f for f in ("empty_output", "schema_invalid") if f in validation.findings]
+        if broken:
+            raise DomainError(f"The edited output does not match the schema: {validation.details[broken[0]]}")
     decision = Decision.EDIT if edited else Decision.APPROVE
     _close(task, user, decision)
     if edited:
         task.edited_output = final
-        task.diff = "".join(
-            difflib.unified_diff(
-                original.splitlines(keepends=True), final.splitlines(keepends=True), "draft", "approved"
-            )
+        # Lines are compared without their endings and joined here: with keepends, a last line
+        # lacking a newline (as model output usually does) runs into the next diff line.
+        task.diff = "\n".join(
+            difflib.unified_diff(original.splitlines(), final.splitlines(), "draft", "approved", lineterm="")
         )
     _track(task, user, decision).save()
     if submission.state == SubmissionState.ROUTED:
