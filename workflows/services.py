@@ -17,7 +17,7 @@ from django.utils import timezone
 from . import audit
 from .definitions import WorkflowDefinition, definition_hash, parse_yaml
 from .llm import confidence
-from .llm.types import Completion
+from .llm.types import Completion, ModelFailure
 from .models import (
     Decision,
     DomainError,
@@ -141,11 +141,20 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     )
     if submission is None:
         return None
-    if submission.state != SubmissionState.GENERATING:
+    retaken = submission.state == SubmissionState.GENERATING
+    if not retaken:
         submission.transition_to(SubmissionState.GENERATING)
     submission.attempts += 1
     submission.generation_started_at = timezone.now()
-    _track(submission, system_user(), f"generation attempt {submission.attempts}").save()
+    system = system_user()
+    _track(submission, system, f"generation attempt {submission.attempts}").save()
+    audit.record(
+        action="draft.generation_started",
+        obj=submission,
+        actor=system,
+        workflow_version=submission.workflow_version,
+        payload={"attempt": submission.attempts, "retaken_stale_claim": retaken},
+    )
     return submission
 
 
@@ -167,15 +176,13 @@ def _release(submission: Submission, *, text: str, actor, reason: str) -> None:
     )
 
 
-def _record_failed_calls(submission: Submission, attempt: int, completion: Completion) -> None:
-    # Each model that failed before the fallback answered was a request of its own; cost and
-    # reliability figures per model need a row for it, not a note on the successful call.
-    # The client writes each error as "<model>: <reason>".
-    for error in completion.errors:
-        model = error.split(": ", 1)[0]
-        LLMCall.objects.create(
-            submission=submission, attempt=attempt, engine=completion.engine, model=model, ok=False, error=error
-        )
+def _record_failed_calls(submission: Submission, attempt: int, engine: str, failures: list[ModelFailure]) -> None:
+    # Each model that failed was a request of its own; cost and reliability figures per model
+    # need a row for it, not a note on the successful call.
+    LLMCall.objects.bulk_create(
+        LLMCall(submission=submission, attempt=attempt, engine=engine, model=f.model, ok=False, error=str(f)[:4000])
+        for f in failures
+    )
 
 
 @transaction.atomic
@@ -221,7 +228,7 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
         content_hash=audit.content_hash(completion.content),
     )
     _track(draft, system, "draft generated").save()
-    _record_failed_calls(submission, attempt, completion)
+    _record_failed_calls(submission, attempt, completion.engine, completion.failures)
     LLMCall.objects.create(
         submission=submission,
         attempt=attempt,
@@ -247,7 +254,7 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
             "latency_ms": completion.latency_ms,
-            "failed_models": completion.errors,
+            "failed_models": [str(f) for f in completion.failures],
         },
     )
     submission.transition_to(SubmissionState.ROUTED)
@@ -293,14 +300,13 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
 
 
 @transaction.atomic
-def generation_fail(*, submission_id: int, attempt: int, error: str) -> None:
+def generation_fail(*, submission_id: int, attempt: int, failures: list[ModelFailure]) -> None:
     submission = Submission.objects.select_for_update().get(pk=submission_id)
     if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
         return
     system = system_user()
-    LLMCall.objects.create(
-        submission=submission, attempt=attempt, engine="openai", model="", ok=False, error=error[:4000]
-    )
+    error = "; ".join(str(f) for f in failures)
+    _record_failed_calls(submission, attempt, "openai", failures)
     submission.transition_to(SubmissionState.FAILED)
     submission.failure_reason = error[:4000]
     submission.generation_started_at = None

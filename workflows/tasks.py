@@ -24,6 +24,6 @@ def generate_draft(self, submission_id: int) -> None:
     try:
         completion = produce_completion(submission)
     except EngineError as exc:
-        services.generation_fail(submission_id=submission_id, attempt=attempt, error=str(exc))
+        services.generation_fail(submission_id=submission_id, attempt=attempt, failures=exc.failures)
         return
     services.draft_record(submission_id=submission_id, attempt=attempt, completion=completion)

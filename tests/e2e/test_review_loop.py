@@ -104,6 +104,7 @@ def test_submit_review_with_edit_release_and_audit(worker, fake_model, demo, liv
     actions = page.locator("#audit-timeline .event .action").all_inner_texts()
     assert actions == [
         "submission.created",
+        "draft.generation_started",
         "draft.generated",
         "draft.routed",
         "review.claimed",

@@ -28,6 +28,7 @@ def test_a_full_run_writes_every_event_in_order_and_the_chain_verifies(worker, f
     events = list(AuditEvent.objects.filter(id__gt=first_id).order_by("id"))
     assert [(e.action, e.actor_label, e.object_type, e.object_id) for e in events] == [
         ("submission.created", "submitter", "submission", str(submission.pk)),
+        ("draft.generation_started", "system", "submission", str(submission.pk)),
         ("draft.generated", "system", "draft", str(draft.pk)),
         ("draft.routed", "system", "submission", str(submission.pk)),
         ("review.claimed", "reviewer", "reviewtask", str(task.pk)),
@@ -37,10 +38,11 @@ def test_a_full_run_writes_every_event_in_order_and_the_chain_verifies(worker, f
     version = submission.workflow_version
     assert all(e.workflow_version == version for e in events)
     assert events[0].payload["input_hash"] == audit.content_hash(audit.canonical_json(submission.data))
-    assert events[1].payload["draft_hash"] == draft.content_hash
-    assert events[2].payload["lane"] == "blocking_review"
-    assert events[4].payload["draft_hash"] == events[4].payload["final_hash"] == draft.content_hash
-    assert events[5].payload["output_hash"] == draft.content_hash
+    assert events[1].payload == {"attempt": 1, "retaken_stale_claim": False}
+    assert events[2].payload["draft_hash"] == draft.content_hash
+    assert events[3].payload["lane"] == "blocking_review"
+    assert events[5].payload["draft_hash"] == events[5].payload["final_hash"] == draft.content_hash
+    assert events[6].payload["output_hash"] == draft.content_hash
     # Each event links to the one before it, and the whole chain verifies.
     assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:]))
     report = audit.verify_chain()

@@ -145,7 +145,8 @@ def test_all_models_down_fails_the_submission(worker, fake_model, demo, customer
     assert not submission.is_released
     assert len(fake_model.calls_for(marker)) == 2
     assert LLMCall.objects.filter(submission=submission, ok=True).count() == 0
-    assert LLMCall.objects.filter(submission=submission, ok=False).exists()
+    failed = LLMCall.objects.filter(submission=submission, ok=False).order_by("id")
+    assert [(c.model, "503" in c.error) for c in failed] == [("gpt-4o-mini", True), ("gpt-4o", True)]
     event = _events(submission, "draft.failed").get()
     assert event.actor_label == "system"
     assert "gpt-4o-mini" in event.payload["error"] and "gpt-4o:" in event.payload["error"]

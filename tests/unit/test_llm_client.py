@@ -33,7 +33,7 @@ def test_a_call_returns_content_logprobs_and_tokens(fake_model, demo_spec, custo
     assert completion.token_logprobs and all(lp == pytest.approx(math.log(0.80)) for lp in completion.token_logprobs)
     assert completion.completion_tokens == len(completion.token_logprobs)
     assert completion.prompt_tokens > 0
-    assert completion.errors == []
+    assert completion.failures == []
     assert completion.latency_ms >= 0
 
 
@@ -65,7 +65,9 @@ def test_fallback_model_is_used_when_the_primary_is_down(fake_model, demo_spec, 
     completion = client.complete(spec, _prompt(spec, customer_reply_input, "[[down:gpt-4o-mini]] call-4"))
     assert completion.model == "gpt-4o"
     assert json.loads(completion.content)["reply"]
-    (error,) = completion.errors
+    (failure,) = completion.failures
+    assert failure.model == "gpt-4o-mini"
+    error = str(failure)
     assert error.startswith("gpt-4o-mini: ")
     assert "503" in error or "InternalServerError" in error
     assert [r["model"] for r in fake_model.calls_for("call-4")] == ["gpt-4o-mini", "gpt-4o"]
@@ -76,6 +78,7 @@ def test_every_model_down_raises_engine_error_naming_each(fake_model, demo_spec,
     prompt = _prompt(spec, customer_reply_input, "[[down:gpt-4o-mini]] [[down:gpt-4o]] call-5")
     with pytest.raises(EngineError) as info:
         client.complete(spec, prompt)
+    assert [f.model for f in info.value.failures] == ["gpt-4o-mini", "gpt-4o"]
     message = str(info.value)
     assert "gpt-4o-mini: " in message and "; gpt-4o: " in message
     assert len(fake_model.calls_for("call-5")) == 2

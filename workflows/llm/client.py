@@ -13,7 +13,7 @@ from django.conf import settings
 
 from ..definitions import WorkflowDefinition
 from .prompts import RenderedPrompt
-from .types import Completion, EngineError
+from .types import Completion, EngineError, ModelFailure
 
 ENGINE = "openai"
 
@@ -80,13 +80,13 @@ def _call(client: openai.OpenAI, model: str, spec: WorkflowDefinition, prompt: R
 def complete(spec: WorkflowDefinition, prompt: RenderedPrompt) -> Completion:
     models = [spec.model.name or settings.REVIEWDESK_DEFAULT_MODEL, *spec.model.fallback]
     client = _client()
-    errors: list[str] = []
+    failures: list[ModelFailure] = []
     for model in models:
         try:
             completion = _call(client, model, spec, prompt)
         except openai.OpenAIError as exc:
-            errors.append(f"{model}: {type(exc).__name__}: {exc}"[:500])
+            failures.append(ModelFailure(model, f"{type(exc).__name__}: {exc}"[:500]))
             continue
-        completion.errors = errors
+        completion.failures = failures
         return completion
-    raise EngineError("; ".join(errors))
+    raise EngineError(failures)

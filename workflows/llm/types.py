@@ -15,8 +15,23 @@ class Completion:
     completion_tokens: int = 0
     latency_ms: int = 0
     certainty_hint: float | None = None  # offline engine only: its own heuristic certainty
-    errors: list[str] = field(default_factory=list)  # failed attempts before this one
+    failures: list["ModelFailure"] = field(default_factory=list)  # models tried before this one
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """One model that did not answer (error, timeout, open circuit)."""
+
+    model: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.error}"
 
 
 class EngineError(Exception):
-    """Every configured model failed; the message says why, per model."""
+    """Every configured model failed; ``failures`` says why, per model."""
+
+    def __init__(self, failures: list[ModelFailure]):
+        self.failures = failures
+        super().__init__("; ".join(str(f) for f in failures))

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Local development run: migrate, seed the demo data, then a Celery worker plus Django's
+# dev server. Ctrl-C stops both. Usually started through `make run`.
+#
+# Without DATABASE_URL / REDIS_URL this uses an embedded SQLite database (var/db.sqlite3) and
+# a filesystem broker (var/broker), so nothing else needs to be running.
+# PORT (default 8000) picks the dev server's port. A .env file, if present, is loaded first.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ -f .env ]]; then
+    set -a
+    # shellcheck disable=SC1091
+    source .env
+    set +a
+fi
+
+PY=.venv/bin/python
+CELERY=.venv/bin/celery
+if [[ ! -x "$PY" || ! -x "$CELERY" ]]; then
+    echo "dev.sh: no virtualenv at .venv (or celery missing from it); run 'make venv' first." >&2
+    exit 1
+fi
+
+PORT="${PORT:-8000}"
+
+# Hide the password part of a URL (scheme://user:secret@host -> scheme://user:***@host).
+redact() { sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#' <<<"$1"; }
+
+if [[ -n "${DATABASE_URL:-}" ]]; then
+    db_desc="$(redact "$DATABASE_URL") (DATABASE_URL)"
+else
+    db_desc="embedded SQLite, var/db.sqlite3 (DATABASE_URL unset)"
+fi
+if [[ -n "${REDIS_URL:-}" ]]; then
+    broker_desc="$(redact "$REDIS_URL") (REDIS_URL)"
+else
+    broker_desc="filesystem broker, var/broker (REDIS_URL unset)"
+fi
+if [[ -n "${OPENAI_API_KEY:-}" ]]; then
+    llm_desc="OpenAI-compatible API at ${OPENAI_BASE_URL:-the OpenAI default endpoint}"
+else
+    llm_desc="built-in offline draft engine (OPENAI_API_KEY unset)"
+fi
+
+cat <<EOF
+------------------------------------------------------------------
+ ReviewDesk dev run
+   database : $db_desc
+   broker   : $broker_desc
+   drafts   : $llm_desc
+   web      : http://127.0.0.1:$PORT/
+   logins   : submitter, reviewer, compliance, wfadmin
+   password : reviewdesk-demo
+ Ctrl-C stops the web server and the worker.
+------------------------------------------------------------------
+EOF
+
+mkdir -p var
+
+"$PY" manage.py migrate --noinput
+"$PY" manage.py seed_demo
+
+worker_pid=""
+web_pid=""
+
+alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+cleanup() {
+    local status=$?
+    trap - INT TERM HUP EXIT
+    if [[ -n "$worker_pid$web_pid" ]]; then
+        echo
+        echo "dev.sh: stopping worker and web server..."
+        # Both children run in their own session (setsid), so each is a process group leader.
+        # The worker gets TERM on its main process only: a warm shutdown that lets running
+        # tasks finish and stops its pool itself. runserver gets TERM on its whole group, which
+        # also reaches the autoreloader's child that actually serves requests.
+        if alive "$worker_pid"; then kill -TERM "$worker_pid" 2>/dev/null || true; fi
+        if [[ -n "$web_pid" ]]; then kill -TERM -- "-$web_pid" 2>/dev/null || true; fi
+        local i
+        for i in $(seq 1 40); do  # up to 20 s
+            alive "$worker_pid" || alive "$web_pid" || break
+            sleep 0.5
+        done
+        # Whatever is still there (a stuck task, a pool process) is killed outright.
+        local pid
+        for pid in $worker_pid $web_pid; do
+            kill -KILL -- "-$pid" 2>/dev/null || true
+        done
+        wait 2>/dev/null || true
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+setsid "$CELERY" -A reviewdesk worker -Q llm,celery -l info --concurrency 2 &
+worker_pid=$!
+
+setsid "$PY" manage.py runserver "127.0.0.1:$PORT" &
+web_pid=$!
+
+# Run until Ctrl-C, or until either process exits on its own (then stop the other one too).
+set +e
+wait -n "$worker_pid" "$web_pid"
+status=$?
+set -e
+echo "dev.sh: a child process exited with status $status; shutting down." >&2
+exit "$status"
