@@ -42,6 +42,13 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # seed_demo and make_user hash a password per user; PBKDF2's work factor would make up most
+    # of the suite's run time while no test is about password strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 # --- the fake model ----------------------------------------------------------------------
 
 

@@ -63,6 +63,12 @@ def cleaned_to_json(cleaned: dict[str, Any]) -> dict[str, Any]:
     return {name: to_json_value(value) for name, value in cleaned.items()}
 
 
+class AuditFilterForm(forms.Form):
+    # As long as AuditEvent.action may be; CharField also refuses NUL characters, which
+    # PostgreSQL cannot even compare with.
+    action = forms.CharField(required=False, max_length=64)
+
+
 class ClaimForm(forms.Form):
     pass
 

@@ -5,7 +5,7 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, Workflow, WorkflowVersion
-from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
+from .roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
 
 
 def _reviewable_workflows_q(user, prefix: str = "") -> Q:
@@ -27,9 +27,12 @@ def current_version(workflow: Workflow) -> WorkflowVersion:
 
 
 def submissions_for(user) -> QuerySet[Submission]:
-    """Compliance sees all; a reviewer sees their workflows' submissions; anyone sees their own."""
+    """Compliance sees all; a reviewer sees their workflows' submissions; anyone sees their own.
+
+    Workflow admins define workflows; they do not read submissions by virtue of that role.
+    """
     qs = Submission.objects.select_related("workflow_version__workflow", "submitted_by")
-    if has_role(user, COMPLIANCE) or has_role(user, WORKFLOW_ADMIN):
+    if has_role(user, COMPLIANCE):
         return qs
     scope = Q(submitted_by=user)
     if has_role(user, REVIEWER):

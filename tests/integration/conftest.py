@@ -96,8 +96,3 @@ def publish_variant(demo):
     return publish
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # seed_demo and make_user hash passwords; the default hasher's work factor makes that the
-    # slowest part of these tests, and no test here is about password strength.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

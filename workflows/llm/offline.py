@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..definitions import WorkflowDefinition
-from .prompts import RenderedPrompt
+from .prompts import RenderedPrompt, as_text
 from .types import Completion
 
 ENGINE = "offline"
@@ -30,7 +30,7 @@ _RISK_WORDS = tuple(
 
 
 def _summary(values: dict[str, Any]) -> str:
-    parts = [f"{k.replace('_', ' ')}: {v}" for k, v in values.items() if v not in (None, "", [])]
+    parts = [f"{k.replace('_', ' ')}: {as_text(v)}" for k, v in values.items() if v not in (None, "", [])]
     return "; ".join(parts)
 
 

@@ -17,19 +17,19 @@ class RenderedPrompt:
     user: str
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(_as_text(v) for v in value)
+        return ", ".join(as_text(v) for v in value)
     return str(value)
 
 
 def render_template(template: str, values: dict[str, Any]) -> str:
     # Unknown placeholders were refused at publish time; .get keeps a stray one harmless.
-    return PLACEHOLDER_RE.sub(lambda m: _as_text(values.get(m.group(1))), template)
+    return PLACEHOLDER_RE.sub(lambda m: as_text(values.get(m.group(1))), template)
 
 
 def render_prompt(spec: WorkflowDefinition, values: dict[str, Any], *, feedback: str = "") -> RenderedPrompt:

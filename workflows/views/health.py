@@ -26,7 +26,9 @@ def _check_broker() -> str | None:
 
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            # Retry once at once: kombu's default 2 s pause before the retry would outlast a
+            # probe's timeout (1 s in Kubernetes), turning a clear 503 into a timed-out probe.
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

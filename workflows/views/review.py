@@ -6,7 +6,7 @@ from django.views.decorators.http import require_POST
 
 from .. import selectors, services
 from ..forms import ApproveForm, RegenerateForm, RejectForm
-from ..models import DomainError, Lane
+from ..models import DomainError, Lane, ReviewState
 from ..roles import REVIEWER
 from .common import render_page, role_required
 
@@ -72,10 +72,22 @@ def review_claim(request, pk: int):
     return redirect("review_detail", pk=task.pk) if not request.htmx else review_detail(request, pk)
 
 
+def _not_decidable(request, task):
+    """Refuse a decision on a review the user does not hold, before reading the form, so the
+    answer is a message the page can show (the decision forms appear only after a claim)."""
+    if task.state != ReviewState.OPEN:
+        return _refuse(request, task, error="This review is already closed.")
+    if not task.lease_held_by(request.user):
+        return _refuse(request, task, error="Claim this review first; your lease may have expired.")
+    return None
+
+
 @role_required(REVIEWER)
 @require_POST
 def review_approve(request, pk: int):
     task = selectors.review_task_for(request.user, pk)
+    if refusal := _not_decidable(request, task):
+        return refusal
     form = ApproveForm(request.POST)
     if not form.is_valid():
         return _refuse(request, task, status=422, approve_form=form)
@@ -91,6 +103,8 @@ def review_approve(request, pk: int):
 @require_POST
 def review_reject(request, pk: int):
     task = selectors.review_task_for(request.user, pk)
+    if refusal := _not_decidable(request, task):
+        return refusal
     form = RejectForm(request.POST)
     if not form.is_valid():
         return _refuse(request, task, status=422, reject_form=form)
@@ -105,6 +119,8 @@ def review_reject(request, pk: int):
 @require_POST
 def review_regenerate(request, pk: int):
     task = selectors.review_task_for(request.user, pk)
+    if refusal := _not_decidable(request, task):
+        return refusal
     form = RegenerateForm(request.POST)
     if not form.is_valid():
         return _refuse(request, task, status=422, regenerate_form=form)

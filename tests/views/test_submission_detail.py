@@ -1,0 +1,110 @@
+"""What the submitter sees of their request while it is drafted, reviewed and released."""
+from __future__ import annotations
+
+import json
+
+from django.db.models import Q
+
+from workflows import services
+from workflows.models import AuditEvent, ReviewTask
+
+from .html import Page
+
+SECRET = "DRAFT-ONLY-WORDING-7f3a"
+
+
+def _draft(text):
+    return json.dumps({"reply": text, "tone": "neutral"})
+
+
+def test_blocking_draft_is_hidden_from_the_submitter_until_approved(people, routed, client_for):
+    submission = routed(people["submitter"], lane="blocking_review", content=_draft(SECRET))
+    url = f"/submissions/{submission.pk}/"
+    owner = client_for("submitter")
+
+    page = Page(owner.get(url))
+    assert page.by_id("submission-state").text == "Awaiting review"
+    assert SECRET not in page.html
+    assert page.by_id("released-output") is None
+    assert "held for review" in page.html
+    # The draft is there to be seen by the people who may see it, so its absence above is real.
+    assert SECRET in client_for("reviewer_a").get(url).content.decode()
+    assert SECRET in client_for("compliance").get(url).content.decode()
+
+    task = ReviewTask.objects.get(submission=submission)
+    reviewer = people["reviewer_a"]
+    services.review_claim(task_id=task.pk, user=reviewer)
+    services.review_approve(task_id=task.pk, user=reviewer)
+
+    page = Page(owner.get(url))
+    assert page.by_id("submission-state").text == "Approved"
+    assert SECRET in page.by_id("released-output").text
+
+
+def test_async_draft_is_released_to_the_submitter_at_once(people, routed, client_for):
+    submission = routed(people["submitter"], lane="async_review", content=_draft(SECRET))
+    page = Page(client_for("submitter").get(f"/submissions/{submission.pk}/"))
+    assert page.by_id("submission-state").text == "Awaiting review"
+    assert SECRET in page.by_id("released-output").text
+    assert "Released before review" in page.html
+
+
+def test_pending_submission_polls_and_htmx_gets_only_the_status_partial(people, demo, client_for, customer_reply_input):
+    submission = services.submission_create(
+        version=demo.version("customer-reply"), user=people["submitter"], data=customer_reply_input
+    )
+    url = f"/submissions/{submission.pk}/"
+    client = client_for("submitter")
+    full = Page(client.get(url))
+    assert full.by_id("submission-state").text == "Submitted"
+    assert full.by_id("submission-status").attrs.get("hx-get") == url, "a pending page keeps polling"
+    partial = client.get(url, headers={"HX-Request": "true"})
+    assert partial.status_code == 200
+    body = partial.content.decode()
+    assert "<html" not in body and body.lstrip().startswith('<div id="submission-status"')
+    assert "<h2>Request</h2>" not in body, "the request card is outside the partial"
+    assert Page(partial).by_id("submission-state").text == "Submitted"
+
+
+def test_finished_submission_stops_polling(people, routed, client_for):
+    submission = routed(people["submitter"], lane="async_review")
+    page = Page(client_for("submitter").get(f"/submissions/{submission.pk}/"))
+    assert "hx-get" not in page.by_id("submission-status").attrs
+
+
+def test_audit_timeline_lists_the_runs_events_in_order(people, routed, client_for):
+    submission = routed(people["submitter"], lane="blocking_review")
+    routed(people["other_submitter"], lane="async_review")  # its events must not show up
+    task = ReviewTask.objects.get(submission=submission)
+    reviewer = people["reviewer_a"]
+    services.review_claim(task_id=task.pk, user=reviewer)
+    services.review_approve(task_id=task.pk, user=reviewer, edited_output=_draft("Edited."))
+
+    page = Page(client_for("submitter").get(f"/submissions/{submission.pk}/"))
+    shown = [(n.attrs["data-action"], n.element) for n in page.all("li", class_="event")]
+    # Everything recorded about this run, straight from the table, oldest first.
+    recorded = list(
+        AuditEvent.objects.filter(
+            Q(object_type="submission", object_id=str(submission.pk))
+            | Q(object_type="draft", object_id__in=[str(d.pk) for d in submission.drafts.all()])
+            | Q(object_type="reviewtask", object_id=str(task.pk))
+        ).order_by("id").values_list("action", "actor_label")
+    )
+    assert [action for action, _ in shown] == [action for action, _ in recorded]
+    actors = [_child_text(li, "actor") for _, li in shown]
+    assert actors == [actor for _, actor in recorded]
+    # The milestones of this run, in the order they happened (other events may sit between).
+    milestones = ["submission.created", "draft.generated", "draft.routed", "review.claimed", "review.edited", "output.released"]
+    actions = [action for action, _ in shown]
+    positions = [actions.index(m) for m in milestones]
+    assert positions == sorted(positions), actions
+    assert [a for a, _ in recorded if a.startswith("review.")] == ["review.claimed", "review.edited"]
+    assert actions[-1] == "output.released"
+
+
+def _child_text(element, css_class):
+    (child,) = [
+        c for c in element.children
+        if not isinstance(c, str) and css_class in (dict(c.attributes).get("class") or "").split()
+    ]
+    return " ".join(child.children)

@@ -1,0 +1,170 @@
+"""The guided form: one page per step, validated on the server, nothing typed is ever lost."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from workflows.models import AuditEvent, Submission
+
+from .html import Page
+
+NEW = "/workflows/customer-reply/new/"
+STEP1 = "/workflows/customer-reply/new/1/"
+STEP2 = "/workflows/customer-reply/new/2/"
+GOOD_STEP1 = {"customer_name": "Ann Example", "customer_email": "ann@example.com", "channel": "email"}
+GOOD_STEP2 = {"complaint": "My parcel arrived broken.", "order_value": "42.50", "refund_offered": "on"}
+
+
+@pytest.fixture
+def submitter(client_for):
+    return client_for("submitter")
+
+
+def _shown(typed: str):
+    """How a posted value reads back from the rendered control (a ticked checkbox is True)."""
+    return True if typed == "on" else typed
+
+
+def assert_error_beside(page: Page, field: str, message: str):
+    """The message is rendered in the same field block as the control it is about."""
+    error = page.by_id(f"id_{field}_error")
+    assert error is not None, f"no error element for {field}"
+    assert message in error.text
+    control = page.by_id(f"id_{field}")
+    assert control is not None
+    block = error.nearest("field")
+    assert block is not None and block is control.nearest("field"), f"the error for {field} is not beside it"
+    assert "has-error" in dict(block.attributes)["class"].split()
+
+
+def test_step_one_renders_its_fields_with_labels(submitter):
+    response = submitter.get(NEW)
+    assert response.status_code == 200
+    page = Page(response)
+    for field, label in [("customer_name", "Customer name"), ("customer_email", "Customer email"), ("channel", "Channel")]:
+        assert page.by_id(f"id_{field}") is not None
+        (label_node,) = page.all("label", for_=f"id_{field}")
+        assert label_node.text == label
+    # Only the first step's fields are on the first page.
+    assert page.by_id("id_complaint") is None
+    assert page.all("form", action=STEP1), "the form posts to its own step"
+    assert [n.text for n in page.all("li", class_="current")] == ["1. Customer"]
+
+
+@pytest.mark.parametrize(
+    "url, post, field, message",
+    [
+        (STEP1, {**GOOD_STEP1, "customer_name": ""}, "customer_name", "This field is required."),
+        (STEP1, {**GOOD_STEP1, "channel": "fax"}, "channel", "Select a valid choice. fax is not one of the available choices."),
+        (STEP1, {**GOOD_STEP1, "customer_email": "ann-at-example"}, "customer_email", "Enter a valid email address."),
+        (STEP1, {**GOOD_STEP1, "customer_name": "x" * 201}, "customer_name", "Ensure this value has at most 200 characters (it has 201)."),
+        (STEP2, {**GOOD_STEP2, "order_value": "-1"}, "order_value", "Ensure this value is greater than or equal to 0."),
+        (STEP2, {**GOOD_STEP2, "complaint": ""}, "complaint", "This field is required."),
+    ],
+    ids=["missing-required", "bad-choice", "bad-email", "too-long", "negative-decimal", "missing-textarea"],
+)
+def test_invalid_step_is_422_with_the_error_beside_the_field_and_values_kept(submitter, url, post, field, message):
+    response = submitter.post(url, post)
+    assert response.status_code == 422
+    page = Page(response)
+    assert_error_beside(page, field, message)
+    # Every value typed comes back, the wrong one included, so it can be corrected in place
+    # (except a choice that is not among the options: a <select> cannot show it).
+    shown = {name: _shown(typed) for name, typed in post.items()}
+    if field == "channel":
+        shown["channel"] = ""
+    assert {name: page.value(name) for name in post} == shown
+    assert Submission.objects.count() == 0
+    # The draft lives in the session: coming back to the step later shows the same values.
+    again = Page(submitter.get(url))
+    assert {name: again.value(name) for name in post} == shown
+    assert again.by_id(f"id_{field}_error") is None, "a plain GET does not shout at the user"
+
+
+def test_valid_step_one_goes_to_step_two(submitter):
+    response = submitter.post(NEW, GOOD_STEP1)
+    assert response.status_code == 302
+    assert response["Location"] == STEP2
+
+
+def test_back_goes_to_the_previous_step_keeping_both_steps_values(submitter):
+    submitter.post(STEP1, GOOD_STEP1)
+    # Back does not validate: a half-filled step is kept as typed.
+    response = submitter.post(STEP2, {"complaint": "half a thought", "order_value": "", "nav": "back"})
+    assert response.status_code == 302
+    assert response["Location"] == STEP1
+    step1 = Page(submitter.get(STEP1))
+    assert [step1.value(k) for k in GOOD_STEP1] == list(GOOD_STEP1.values())
+    step2 = Page(submitter.get(STEP2))
+    assert step2.value("complaint") == "half a thought"
+    assert step2.all("button", name="nav", value="back"), "step 2 offers a Back button"
+    assert Submission.objects.count() == 0
+
+
+def test_final_step_creates_one_submission_audits_and_enqueues_on_commit(
+    submitter, people, django_capture_on_commit_callbacks
+):
+    submitter.post(STEP1, GOOD_STEP1)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = submitter.post(STEP2, GOOD_STEP2)
+    submission = Submission.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/submissions/{submission.pk}/"
+    assert submission.submitted_by == people["submitter"]
+    assert submission.data == {
+        "customer_name": "Ann Example",
+        "customer_email": "ann@example.com",
+        "channel": "email",
+        "complaint": "My parcel arrived broken.",
+        "order_value": "42.50",
+        "refund_offered": True,
+    }
+    assert submission.workflow_version.workflow.slug == "customer-reply"
+    (event,) = AuditEvent.objects.filter(action="submission.created")
+    assert (event.object_type, event.object_id, event.actor) == ("submission", str(submission.pk), people["submitter"])
+    # Generation is enqueued once, and only when the transaction commits.
+    assert len(callbacks) == 1
+    (enqueue,) = callbacks
+    assert isinstance(enqueue, functools.partial)
+    assert enqueue.func.__self__.name == "workflows.tasks.generate_draft"
+    assert enqueue.args == (submission.pk,)
+    # The wizard starts afresh for the next request.
+    assert Page(submitter.get(STEP1)).value("customer_name") in (None, "")
+
+
+def test_final_step_revalidates_earlier_steps(submitter):
+    # Step 1 was never completed: the session holds nothing, so the final POST cannot pass.
+    response = submitter.post(STEP2, GOOD_STEP2)
+    assert response.status_code == 302
+    assert response["Location"] == STEP1
+    assert Submission.objects.count() == 0
+    page = submitter.get(STEP1)
+    assert "Step 1 (Customer) needs attention." in page.content.decode()
+
+
+@pytest.mark.parametrize("url", ["/workflows/customer-reply/new/0/", "/workflows/customer-reply/new/3/", "/workflows/no-such-workflow/new/", "/workflows/no-such-workflow/new/1/"])
+def test_step_out_of_range_or_unknown_workflow_is_404(submitter, url):
+    assert submitter.get(url).status_code == 404
+    assert submitter.post(url, GOOD_STEP1).status_code == 404
+
+
+def test_htmx_post_with_errors_returns_only_the_wizard(submitter):
+    response = submitter.post(STEP1, {**GOOD_STEP1, "customer_email": "nope"}, headers={"HX-Request": "true"})
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert "<html" not in body and "<header" not in body
+    assert body.lstrip().startswith('<section class="card wizard" id="wizard">')
+    page = Page(response)
+    assert_error_beside(page, "customer_email", "Enter a valid email address.")
+    assert page.value("customer_name") == "Ann Example"
+
+
+def test_htmx_valid_steps_answer_with_hx_redirect(submitter):
+    hx = {"HX-Request": "true"}
+    step1 = submitter.post(STEP1, GOOD_STEP1, headers=hx)
+    assert step1.status_code == 200 and step1["HX-Redirect"] == STEP2
+    final = submitter.post(STEP2, GOOD_STEP2, headers=hx)
+    submission = Submission.objects.get()
+    assert final.status_code == 200
+    assert final["HX-Redirect"] == f"/submissions/{submission.pk}/"
