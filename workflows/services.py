@@ -4,6 +4,7 @@ illegal move, and writes its audit event in the same transaction as the change.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -378,15 +379,32 @@ def _close(task: ReviewTask, user, decision: str) -> None:
     task.lease_expires_at = None
 
 
+def _same_output(spec: WorkflowDefinition, original: str, candidate: str) -> bool:
+    """True when the reviewer changed nothing that matters.
+
+    For JSON outputs, re-indenting or reordering keys is not an edit: it must not label the
+    draft as "edited" for calibration, nor release a new text.
+    """
+    if candidate == original:
+        return True
+    if spec.output.format != "json":
+        return False
+    try:
+        return json.loads(candidate) == json.loads(original)
+    except ValueError:
+        return False
+
+
 @transaction.atomic
 def review_approve(*, task_id: int, user, edited_output: str | None = None) -> ReviewTask:
     """Approve the draft, optionally with an edit (the diff is kept)."""
     task, submission = _begin_decision(task_id, user)
     original = task.draft.content
-    edited = edited_output is not None and edited_output.replace("\r\n", "\n") != original
+    spec = submission.workflow_version.spec
+    edited = edited_output is not None and not _same_output(spec, original, edited_output.replace("\r\n", "\n"))
     final = edited_output.replace("\r\n", "\n") if edited else original
-    if edited and submission.workflow_version.spec.output.format == "json":
-        validation = confidence.validate_output(submission.workflow_version.spec, final)
+    if edited and spec.output.format == "json":
+        validation = confidence.validate_output(spec, final)
         # An empty edit is reported as empty_output, not schema_invalid, but it breaks the
         # schema just the same and would release nothing.
         broken = [f for f in ("empty_output", "schema_invalid") if f in validation.findings]

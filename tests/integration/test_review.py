@@ -227,6 +227,27 @@ def test_an_edit_equal_to_the_draft_is_a_plain_approval(demo, blocking_task):
     assert not AuditEvent.objects.filter(action="review.edited").exists()
 
 
+def test_reformatting_json_is_not_an_edit_but_changing_a_value_is(demo, blocking_task):
+    reviewer = demo.users["reviewer"]
+    _claimed(blocking_task, reviewer)
+    document = json.loads(GOOD_OUTPUT)
+    reindented = json.dumps(dict(reversed(list(document.items()))), indent=4)
+    task = services.review_approve(task_id=blocking_task.pk, user=reviewer, edited_output=reindented)
+    assert (task.decision, task.edited_output) == (Decision.APPROVE, "")
+    task.submission.refresh_from_db()
+    assert task.submission.final_output == GOOD_OUTPUT
+
+
+def test_changing_one_json_value_is_an_edit(demo, blocking_task):
+    reviewer = demo.users["reviewer"]
+    _claimed(blocking_task, reviewer)
+    document = {**json.loads(GOOD_OUTPUT), "tone": "neutral"}
+    task = services.review_approve(task_id=blocking_task.pk, user=reviewer, edited_output=json.dumps(document))
+    assert task.decision == Decision.EDIT
+    task.submission.refresh_from_db()
+    assert '"neutral"' in task.diff and json.loads(task.submission.final_output)["tone"] == "neutral"
+
+
 # --- regenerate --------------------------------------------------------------------------
 
 

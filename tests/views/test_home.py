@@ -55,3 +55,21 @@ def test_login_page_has_no_badge_or_menu_for_anonymous(client, db, settings):
     page = Page(response)
     assert page.all("nav") == [] and page.all("span", class_="badge-offline") == []
     assert page.by_id("id_username") is not None and page.by_id("id_password") is not None
+
+
+def test_not_found_page_keeps_the_apps_layout(client_for):
+    response = client_for("submitter").get("/submissions/999999/")
+    assert response.status_code == 404
+    page = Page(response)
+    assert page.all("span", class_="username")[0].text == "submitter"
+    assert "not yours to see" in response.content.decode()
+
+
+def test_a_csrf_failure_explains_that_nothing_was_saved(people):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people["reviewer_a"])
+    response = client.post("/review/1/claim/")
+    assert response.status_code == 403
+    assert "nothing was saved" in response.content.decode()
