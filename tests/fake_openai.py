@@ -10,10 +10,13 @@ form input it submits, exactly as a user would:
   [[lane:blocking]]  low token probabilities       -> blocking_review
   [[invalid]]        output that breaks the JSON schema
   [[down:MODEL]]     MODEL answers HTTP 503 (to exercise the fallback model)
+The reply greets the customer named in "Customer X wrote", so tests can follow a redaction
+placeholder through the model and back.
 """
 from __future__ import annotations
 
 import json
+import re
 import math
 import threading
 import time
@@ -55,7 +58,11 @@ class FakeModel:
         if "[[invalid]]" in user:
             content = json.dumps({"reply": "Sorry about that.", "tone": "furious"})
         else:
-            content = json.dumps({"reply": f"Dear customer, thank you for writing. ({len(user)} chars read)", "tone": "apologetic"})
+            # Like a real model, it addresses the customer by whatever name the prompt gives,
+            # which is a redaction placeholder when the name field is marked pii.
+            name = re.search(r"Customer (\S+) wrote", user)
+            greeting = name.group(1) if name else "customer"
+            content = json.dumps({"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": "apologetic"})
         tokens = content.split(" ")
         logprob = LOGPROB_BY_LANE[lane]
         payload = {

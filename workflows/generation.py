@@ -1,7 +1,8 @@
-"""From a claimed submission to a model completion: render the prompt, pick the engine."""
+"""From a claimed submission to a model completion: redact, render the prompt, pick the
+engine, restore."""
 from __future__ import annotations
 
-from .llm import client, offline
+from .llm import client, offline, pii
 from .llm.prompts import render_prompt
 from .llm.types import Completion
 from .models import Submission
@@ -9,7 +10,12 @@ from .models import Submission
 
 def produce_completion(submission: Submission) -> Completion:
     spec = submission.workflow_version.spec
-    prompt = render_prompt(spec, submission.data, feedback=submission.regenerate_feedback)
+    redaction = pii.redact(spec, submission.data)
+    prompt = render_prompt(spec, redaction.values, feedback=submission.regenerate_feedback)
     if client.engine_name() == offline.ENGINE:
-        return offline.complete(spec, submission.data, prompt)
-    return client.complete(spec, prompt)
+        completion = offline.complete(spec, redaction.values, prompt)
+    else:
+        completion = client.complete(spec, prompt)
+    completion.content = pii.restore(completion.content, redaction, is_json=spec.output.format == "json")
+    completion.redacted_fields = redaction.fields
+    return completion

@@ -256,6 +256,7 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
             "completion_tokens": completion.completion_tokens,
             "latency_ms": completion.latency_ms,
             "failed_models": [str(f) for f in completion.failures],
+            "pii_redacted_fields": completion.redacted_fields,
         },
     )
     submission.transition_to(SubmissionState.ROUTED)

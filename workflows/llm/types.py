@@ -16,6 +16,7 @@ class Completion:
     latency_ms: int = 0
     certainty_hint: float | None = None  # offline engine only: its own heuristic certainty
     failures: list["ModelFailure"] = field(default_factory=list)  # models tried before this one
+    redacted_fields: list[str] = field(default_factory=list)  # pii fields the model never saw
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,34 @@
+"""Fields marked `pii: true` never reach the model; the answer gets the real values back."""
+import json
+
+from tests.integration.conftest import submit, unique_marker, wait_routed
+from workflows.models import AuditEvent
+
+
+def test_pii_fields_are_redacted_before_the_model_and_restored_after(worker, fake_model, demo, customer_reply_input):
+    marker = unique_marker()
+    customer_reply_input.update(customer_name='Ann "Quote" Example', complaint=f"Broken parcel. {marker}")
+    submission = wait_routed(submit(demo, customer_reply_input).pk)
+
+    (request,) = fake_model.calls_for(marker)
+    sent = json.dumps(request)
+    assert "Ann" not in sent and "ann@example.com" not in sent
+    assert "Customer <CUSTOMER_NAME> wrote" in request["messages"][-1]["content"]
+
+    draft = submission.latest_draft
+    # Restored inside the parsed JSON, so the quote in the name cannot break the document.
+    assert json.loads(draft.content)["reply"].startswith('Dear Ann "Quote" Example,')
+    assert draft.parsed["reply"].startswith('Dear Ann "Quote" Example,')
+    event = AuditEvent.objects.get(action="draft.generated", object_id=str(draft.pk))
+    assert event.payload["pii_redacted_fields"] == ["customer_email", "customer_name"]
+
+
+def test_without_pii_fields_nothing_is_redacted(worker, fake_model, demo):
+    marker = unique_marker()
+    data = {"business_name": "Acme Bakery", "sector": "retail", "years_trading": 4, "loan_amount": "1000",
+            "annual_revenue": "50000", "existing_debt": "", "notes": marker, "collateral_offered": False}
+    submission = wait_routed(submit(demo, data, slug="underwriting-memo").pk)
+    (request,) = fake_model.calls_for(marker)
+    assert "Acme Bakery" in request["messages"][-1]["content"]
+    event = AuditEvent.objects.get(action="draft.generated", object_id=str(submission.latest_draft.pk))
+    assert event.payload["pii_redacted_fields"] == []

@@ -1,0 +1,36 @@
+"""Reversible redaction of pii fields (workflows/llm/pii.py)."""
+import json
+
+from workflows.llm import pii
+
+
+def test_only_pii_fields_with_values_are_replaced(demo_spec, customer_reply_input):
+    spec = demo_spec()
+    customer_reply_input["customer_email"] = ""
+    redaction = pii.redact(spec, customer_reply_input)
+    assert redaction.values["customer_name"] == "<CUSTOMER_NAME>"
+    assert redaction.values["customer_email"] == ""
+    assert redaction.values["complaint"] == customer_reply_input["complaint"]
+    assert redaction.placeholders == {"<CUSTOMER_NAME>": "Ann Example"}
+    assert redaction.fields == ["customer_name"]
+
+
+def test_restore_json_keeps_the_document_valid_for_awkward_values(demo_spec, customer_reply_input):
+    customer_reply_input["customer_name"] = 'Zoë "Q" \\ Back'
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    answer = json.dumps({"reply": "Dear <CUSTOMER_NAME>, sorry.", "tone": "apologetic"})
+    restored = json.loads(pii.restore(answer, redaction, is_json=True))
+    assert restored["reply"] == 'Dear Zoë "Q" \\ Back, sorry.'
+
+
+def test_restore_text_and_broken_json(demo_spec, customer_reply_input):
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    assert pii.restore("Hi <CUSTOMER_NAME>", redaction, is_json=False) == "Hi Ann Example"
+    assert pii.restore("{not json <CUSTOMER_NAME>", redaction, is_json=True) == "{not json Ann Example"
+
+
+def test_nothing_to_restore_returns_the_answer_untouched(demo_spec):
+    spec = demo_spec("underwriting-memo")
+    redaction = pii.redact(spec, {"business_name": "Acme"})
+    assert redaction.placeholders == {}
+    assert pii.restore('{"a":  1}', redaction, is_json=True) == '{"a":  1}'

@@ -1,0 +1,77 @@
+"""Reversible redaction of the form fields a workflow marks `pii: true`.
+
+Structured input is our advantage over free text: we know which values are a name or an
+account number without guessing, so those values never leave the building. Each is replaced
+by a placeholder named after its field (``<CUSTOMER_NAME>``) before the prompt is rendered, and
+put back into the model's answer afterwards, so reviewers and the released output see the real
+values while the provider never does. Detector-based redaction of free text (Presidio) builds on
+this with the same placeholders.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..definitions import WorkflowDefinition
+from .prompts import as_text
+
+
+@dataclass(frozen=True)
+class Redaction:
+    values: dict[str, Any]  # what the prompt is rendered from
+    placeholders: dict[str, str]  # placeholder -> original text
+
+    @property
+    def fields(self) -> list[str]:
+        return sorted(p.strip("<>").lower() for p in self.placeholders)
+
+
+def placeholder_for(field_name: str) -> str:
+    return f"<{field_name.upper()}>"
+
+
+def redact(spec: WorkflowDefinition, values: dict[str, Any]) -> Redaction:
+    redacted = dict(values)
+    placeholders: dict[str, str] = {}
+    for field in spec.form.all_fields():
+        value = values.get(field.name)
+        if field.pii and value not in (None, "", []):
+            token = placeholder_for(field.name)
+            redacted[field.name] = token
+            placeholders[token] = as_text(value)
+    return Redaction(values=redacted, placeholders=placeholders)
+
+
+def _restore_text(text: str, placeholders: dict[str, str]) -> str:
+    for token, original in placeholders.items():
+        text = text.replace(token, original)
+    return text
+
+
+def _restore_json(value: Any, placeholders: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _restore_text(value, placeholders)
+    if isinstance(value, list):
+        return [_restore_json(v, placeholders) for v in value]
+    if isinstance(value, dict):
+        return {k: _restore_json(v, placeholders) for k, v in value.items()}
+    return value
+
+
+def restore(content: str, redaction: Redaction, *, is_json: bool) -> str:
+    """Put the original values back into the model's answer.
+
+    JSON answers are restored inside their parsed strings, so a value with a quote or a
+    backslash cannot break the document; an answer that is not JSON is restored as text (the
+    validators will flag it anyway).
+    """
+    if not redaction.placeholders:
+        return content
+    if is_json:
+        try:
+            document = json.loads(content)
+        except ValueError:
+            return _restore_text(content, redaction.placeholders)
+        return json.dumps(_restore_json(document, redaction.placeholders), ensure_ascii=False)
+    return _restore_text(content, redaction.placeholders)
