@@ -139,8 +139,13 @@ if DEBUG:
     warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# Secure cookies by default in production; a plain-HTTP trial deployment can turn them off.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+# Behind a TLS-terminating proxy Django sees plain HTTP; these make it trust the proxy's
+# header and accept the public origin in CSRF checks (otherwise every POST is a 403).
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -186,6 +191,13 @@ REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
 REVIEWDESK_GENERATION_STALE_SECONDS = env_int(
     "REVIEWDESK_GENERATION_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=10
 )
+
+# A submission still waiting this long after it was saved lost its task (broker down at commit)
+# and is sent again by the periodic sweep.
+REVIEWDESK_ENQUEUE_GRACE_SECONDS = env_int("REVIEWDESK_ENQUEUE_GRACE_SECONDS", 120, minimum=5)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
+}
 
 LOGGING = {
     "version": 1,

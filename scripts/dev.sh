@@ -98,7 +98,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-setsid "$CELERY" -A reviewdesk worker -Q llm,celery -l info --concurrency 2 &
+# -B runs the beat scheduler inside the worker (the periodic sweep for lost generation
+# tasks); production runs beat as its own service (docker-compose.yml).
+setsid "$CELERY" -A reviewdesk worker -B -s var/celerybeat-schedule -Q llm,celery -l info --concurrency 2 &
 worker_pid=$!
 
 setsid "$PY" manage.py runserver "127.0.0.1:$PORT" &

@@ -6,6 +6,7 @@ event's facts, so changing, removing or reordering any row breaks every link aft
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,6 +63,23 @@ def compute_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256((prev_hash + canonical_json(_hashed_fields(event))).encode()).hexdigest()
 
 
+def _normalised_ip(raw: str | None) -> str | None:
+    """The address as the database will store it, so the hash covers the stored value.
+
+    GenericIPAddressField compresses IPv6 and unwraps IPv4-mapped addresses on save; a zone
+    id (fe80::1%eth0) or a malformed REMOTE_ADDR would otherwise break the chain or the write.
+    """
+    if not raw:
+        return None
+    try:
+        address = ipaddress.ip_address(raw.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 def _lock_chain() -> None:
     # Appends must be serialised or two writers would both link to the same head. On
     # PostgreSQL a transaction-scoped advisory lock does that; SQLite serialises writers anyway.
@@ -100,7 +118,7 @@ def record(
         workflow_version=workflow_version,
         payload=_as_stored(payload or {}),
         request_id=request_id_var.get(),
-        ip=client_ip_var.get(),
+        ip=_normalised_ip(client_ip_var.get()),
         prev_hash=head,
     )
     event.hash = compute_hash(head, event)

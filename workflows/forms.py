@@ -74,8 +74,12 @@ class ClaimForm(forms.Form):
 
 
 class ApproveForm(forms.Form):
+    # strip=False: whitespace the reviewer did not touch must not count as an edit.
     edited_output = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 12}), label="Final text (edit before approving if needed)"
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 12}),
+        label="Final text (edit before approving if needed)",
     )
 
 

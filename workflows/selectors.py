@@ -1,10 +1,14 @@
 """Every read, scoped to the user asking. Objects outside the scope simply do not exist (404)."""
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, Workflow, WorkflowVersion
+from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, SubmissionState, Workflow, WorkflowVersion
 from .roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
 
 
@@ -94,3 +98,16 @@ def audit_events_for(user) -> QuerySet[AuditEvent]:
     if not has_role(user, COMPLIANCE):
         return AuditEvent.objects.none()
     return AuditEvent.objects.select_related("workflow_version__workflow").order_by("-id")
+
+
+def stalled_generation_ids(*, limit: int = 500) -> list[int]:
+    """Submissions whose generation task was lost: never picked up after the grace period,
+    or claimed by a worker that has not finished within the stale limit. System-wide: only
+    the periodic sweep calls this."""
+    now = timezone.now()
+    waiting_since = now - timedelta(seconds=settings.REVIEWDESK_ENQUEUE_GRACE_SECONDS)
+    stale_before = now - timedelta(seconds=settings.REVIEWDESK_GENERATION_STALE_SECONDS)
+    stalled = Q(state__in=[SubmissionState.SUBMITTED, SubmissionState.REGENERATING], updated_at__lt=waiting_since) | Q(
+        state=SubmissionState.GENERATING, generation_started_at__lt=stale_before
+    )
+    return list(Submission.objects.filter(stalled).order_by("updated_at").values_list("pk", flat=True)[:limit])

@@ -4,6 +4,7 @@ illegal move, and writes its audit event in the same transaction as the change.
 from __future__ import annotations
 
 import difflib
+from functools import partial
 import json
 import logging
 from datetime import timedelta
@@ -97,7 +98,7 @@ def workflow_publish_yaml(*, text: str, actor=None) -> tuple[WorkflowVersion, bo
 
 def submission_create(*, version: WorkflowVersion, user, data: dict[str, Any], idempotency_key: str = "") -> Submission:
     """Save a submission and enqueue its generation once the transaction commits."""
-    from .tasks import generate_draft
+    from .tasks import enqueue_generation
 
     if idempotency_key:
         existing = Submission.objects.filter(submitted_by=user, idempotency_key=idempotency_key).first()
@@ -116,7 +117,7 @@ def submission_create(*, version: WorkflowVersion, user, data: dict[str, Any], i
                 workflow_version=version,
                 payload={"input_hash": audit.content_hash(audit.canonical_json(data))},
             )
-            generate_draft.delay_on_commit(submission.pk)
+            transaction.on_commit(partial(enqueue_generation, submission.pk))
     except IntegrityError:
         # Two requests with the same Idempotency-Key raced; the other one won.
         existing = Submission.objects.filter(submitted_by=user, idempotency_key=idempotency_key).first()
@@ -186,19 +187,33 @@ def _record_failed_calls(submission: Submission, attempt: int, engine: str, fail
     )
 
 
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
 @transaction.atomic
 def draft_record(*, submission_id: int, attempt: int, completion: Completion) -> Draft | None:
     """Store a draft, score it, route it and release it as its lane says.
 
     Returns None (and changes nothing) when this attempt is no longer the current one.
     """
-    submission = Submission.objects.select_for_update().select_related("workflow_version").get(pk=submission_id)
+    submission = Submission.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=submission_id)
     if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
         log.info("draft for submission %s attempt %s is stale; dropped", submission_id, attempt)
         return None
     spec = submission.workflow_version.spec
     system = system_user()
+    # PostgreSQL text and jsonb cannot hold NUL; a model can emit one, raw or as \u0000 in
+    # JSON. Keep the rest of the answer.
+    completion.content = completion.content.replace("\x00", "\ufffd")
     validation = confidence.validate_output(spec, completion.content)
+    validation.parsed = _without_nul(validation.parsed)
     score, components = confidence.score(completion, validation)
     components["validator_details"] = validation.details
     policy = spec.routing
@@ -302,13 +317,13 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
 
 
 @transaction.atomic
-def generation_fail(*, submission_id: int, attempt: int, failures: list[ModelFailure]) -> None:
-    submission = Submission.objects.select_for_update().get(pk=submission_id)
+def generation_fail(*, submission_id: int, attempt: int, reason: str, failures: list[ModelFailure] = ()) -> None:
+    submission = Submission.objects.select_for_update(of=("self",)).get(pk=submission_id)
     if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
         return
     system = system_user()
-    error = "; ".join(str(f) for f in failures)
-    _record_failed_calls(submission, attempt, "openai", failures)
+    error = reason
+    _record_failed_calls(submission, attempt, "openai", list(failures))
     submission.transition_to(SubmissionState.FAILED)
     submission.failure_reason = error[:4000]
     submission.generation_started_at = None
@@ -334,7 +349,7 @@ def _check_reviewer(task: ReviewTask, user) -> None:
 
 
 def _locked_task(task_id: int) -> ReviewTask:
-    return ReviewTask.objects.select_for_update().select_related("submission__workflow_version__workflow").get(
+    return ReviewTask.objects.select_for_update(of=("self",)).select_related("submission__workflow_version__workflow").get(
         pk=task_id
     )
 
@@ -391,7 +406,8 @@ def _same_output(spec: WorkflowDefinition, original: str, candidate: str) -> boo
     if spec.output.format != "json":
         return False
     try:
-        return json.loads(candidate) == json.loads(original)
+        # Compared as canonical text, not with ==, for which 1 == 1.0 == true.
+        return audit.canonical_json(json.loads(candidate)) == audit.canonical_json(json.loads(original))
     except ValueError:
         return False
 
@@ -404,6 +420,8 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     spec = submission.workflow_version.spec
     edited = edited_output is not None and not _same_output(spec, original, edited_output.replace("\r\n", "\n"))
     final = edited_output.replace("\r\n", "\n") if edited else original
+    if edited and not final.strip():
+        raise DomainError("The edited output is empty; approve the draft unchanged or reject it.")
     if edited and spec.output.format == "json":
         validation = confidence.validate_output(spec, final)
         # An empty edit is reported as empty_output, not schema_invalid, but it breaks the
@@ -465,7 +483,7 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
 
 @transaction.atomic
 def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
-    from .tasks import generate_draft
+    from .tasks import enqueue_generation
 
     if not feedback.strip():
         raise DomainError("Say what the next draft should do differently.")
@@ -477,7 +495,9 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
     _track(task, user, "regenerate requested").save()
     submission.transition_to(SubmissionState.REGENERATING)
     submission.regenerate_feedback = feedback.strip()
-    if submission.is_released:
+    # An async-review draft was already out; sending it back withdraws it until the next one.
+    retracted = submission.is_released
+    if retracted:
         submission.retracted_at = timezone.now()
     _track(submission, user, "regenerate requested").save()
     audit.record(
@@ -485,7 +505,12 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
         obj=task,
         actor=user,
         workflow_version=submission.workflow_version,
-        payload={"submission_id": submission.pk, "draft_id": task.draft_id, "feedback": feedback.strip()},
+        payload={
+            "submission_id": submission.pk,
+            "draft_id": task.draft_id,
+            "feedback": feedback.strip(),
+            "retracted": retracted,
+        },
     )
-    generate_draft.delay_on_commit(submission.pk)
+    transaction.on_commit(partial(enqueue_generation, submission.pk))
     return task

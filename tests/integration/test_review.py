@@ -204,7 +204,6 @@ def test_a_sampled_auto_approval_can_be_retracted(publish_variant, demo, custome
         "Dear Ann, sorry!",  # not JSON
         json.dumps({"reply": "Dear Ann, sorry!", "tone": "furious"}),  # tone outside the enum
         json.dumps({"tone": "neutral"}),  # reply missing
-        "",  # nothing at all
     ],
 )
 def test_an_edit_that_breaks_the_schema_is_refused(demo, blocking_task, edited):
@@ -212,6 +211,16 @@ def test_an_edit_that_breaks_the_schema_is_refused(demo, blocking_task, edited):
     _claimed(blocking_task, reviewer)
     before = _snapshot(blocking_task)
     with pytest.raises(DomainError, match="does not match the schema"):
+        services.review_approve(task_id=blocking_task.pk, user=reviewer, edited_output=edited)
+    assert _snapshot(blocking_task) == before
+
+
+@pytest.mark.parametrize("edited", ["", "  \n"])
+def test_an_empty_edit_is_refused(demo, blocking_task, edited):
+    reviewer = demo.users["reviewer"]
+    _claimed(blocking_task, reviewer)
+    before = _snapshot(blocking_task)
+    with pytest.raises(DomainError, match="The edited output is empty"):
         services.review_approve(task_id=blocking_task.pk, user=reviewer, edited_output=edited)
     assert _snapshot(blocking_task) == before
 

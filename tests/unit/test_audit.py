@@ -289,3 +289,27 @@ def test_payload_numbers_are_stored_as_the_database_returns_them(db):
     event = audit.record_standalone(action="x.y", payload={"a": 1e16, "b": 5.0, "c": 0.25, "d": -0.0})
     assert event.payload == {"a": 10**16, "b": 5, "c": 0.25, "d": 0}
     assert all(type(v) is t for v, t in zip(event.payload.values(), (int, int, float, int)))
+
+
+@pytest.mark.parametrize(
+    "remote_addr, stored",
+    [
+        ("::ffff:7f00:1", "127.0.0.1"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("2001:db8:0:0:0:0:0:1", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("0:0:0:0:0:0:0:1", "::1"),
+        ("127.000.000.001", None),
+        ("not an address", None),
+    ],
+)
+def test_client_addresses_are_stored_as_hashed_so_the_chain_verifies(db, remote_addr, stored):
+    token = client_ip_var.set(remote_addr)
+    try:
+        with transaction.atomic():
+            audit.record(action="test.ip", object_type="t", object_id=1)
+    finally:
+        client_ip_var.reset(token)
+    event = AuditEvent.objects.get(action="test.ip")
+    assert event.ip == stored
+    assert audit.verify_chain().ok

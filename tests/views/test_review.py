@@ -192,7 +192,7 @@ def test_htmx_refusal_returns_the_decision_partial_with_409(blocking, reviewer):
 def test_a_second_decision_on_a_closed_review_is_409(blocking, reviewer):
     submission, task = blocking
     reviewer.post(f"/review/{task.pk}/claim/")
-    assert reviewer.post(f"/review/{task.pk}/approve/", {"edited_output": ""}).status_code == 302
+    assert reviewer.post(f"/review/{task.pk}/approve/", {}).status_code == 302
     before = _state(submission, task)
     releases = AuditEvent.objects.filter(action="output.released").count()
     for action, post in [("approve", {"edited_output": EDITED}), ("reject", {"reason_code": "tone", "reason_text": "x"}),
@@ -204,3 +204,13 @@ def test_a_second_decision_on_a_closed_review_is_409(blocking, reviewer):
     assert AuditEvent.objects.filter(action="output.released").count() == releases
     # The closed review still reads fine, and says who decided.
     assert "This review is closed: Approve by reviewer-a." in reviewer.get(f"/review/{task.pk}/").content.decode()
+
+
+def test_emptying_the_text_box_is_refused_not_a_silent_approval(blocking, reviewer):
+    submission, task = blocking
+    reviewer.post(f"/review/{task.pk}/claim/")
+    before = _state(submission, task)
+    response = reviewer.post(f"/review/{task.pk}/approve/", {"edited_output": "  "})
+    assert response.status_code == 409
+    assert "The edited output is empty" in response.content.decode()
+    assert _state(submission, task) == before

@@ -6,6 +6,7 @@ import functools
 import pytest
 
 from workflows.models import AuditEvent, Submission
+from workflows.tasks import enqueue_generation
 
 from .html import Page
 
@@ -127,7 +128,7 @@ def test_final_step_creates_one_submission_audits_and_enqueues_on_commit(
     assert len(callbacks) == 1
     (enqueue,) = callbacks
     assert isinstance(enqueue, functools.partial)
-    assert enqueue.func.__self__.name == "workflows.tasks.generate_draft"
+    assert enqueue.func is enqueue_generation
     assert enqueue.args == (submission.pk,)
     # The wizard starts afresh for the next request.
     assert Page(submitter.get(STEP1)).value("customer_name") in (None, "")
@@ -168,3 +169,24 @@ def test_htmx_valid_steps_answer_with_hx_redirect(submitter):
     submission = Submission.objects.get()
     assert final.status_code == 200
     assert final["HX-Redirect"] == f"/submissions/{submission.pk}/"
+
+
+def test_a_double_submitted_final_step_creates_one_submission(submitter):
+    submitter.post(STEP1, GOOD_STEP1)
+    # Both requests of a double click read the same session; replay the second with it.
+    session_before = dict(submitter.session.items())
+    first = submitter.post(STEP2, GOOD_STEP2)
+    session = submitter.session
+    session.update(session_before)
+    session.save()
+    second = submitter.post(STEP2, GOOD_STEP2)
+    (submission,) = Submission.objects.all()
+    assert first["Location"] == second["Location"] == f"/submissions/{submission.pk}/"
+    assert AuditEvent.objects.filter(action="submission.created").count() == 1
+
+
+def test_a_new_wizard_after_a_submission_creates_a_new_one_even_with_the_same_data(submitter):
+    for _ in range(2):
+        submitter.post(STEP1, GOOD_STEP1)
+        submitter.post(STEP2, GOOD_STEP2)
+    assert Submission.objects.count() == 2

@@ -26,6 +26,20 @@ class Validation:
     details: dict[str, str] = field(default_factory=dict)
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    return True
+
+
 def validate_output(spec: WorkflowDefinition, content: str) -> Validation:
     result = Validation()
     if not content.strip():
@@ -37,10 +51,20 @@ def validate_output(spec: WorkflowDefinition, content: str) -> Validation:
         result.details["length_exceeded"] = f"{len(content)} characters > {spec.output.max_chars}"
     if spec.output.format == "json":
         try:
-            result.parsed = json.loads(content)
+            result.parsed = json.loads(content, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             result.findings.append("schema_invalid")
             result.details["schema_invalid"] = f"not JSON: {exc.msg} at position {exc.pos}"
+            return result
+        except ValueError as exc:
+            result.findings.append("schema_invalid")
+            result.details["schema_invalid"] = f"not JSON: {exc}"
+            return result
+        if not _all_finite(result.parsed):
+            # 1e400 parses to inf, which no JSON column (nor any reader) accepts.
+            result.parsed = None
+            result.findings.append("schema_invalid")
+            result.details["schema_invalid"] = "a number is too large to represent"
             return result
         validator = jsonschema.Draft202012Validator(spec.output.json_schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(result.parsed))

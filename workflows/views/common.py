@@ -2,6 +2,7 @@ from functools import wraps
 
 from django.http import Http404
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
 
 from ..roles import has_role
 
@@ -22,6 +23,13 @@ def role_required(*roles):
 
 
 def render_page(request, template: str, context: dict, *, partial: str | None = None, status: int = 200):
-    """Render the whole page, or only the named partial for an htmx request."""
-    name = f"{template}#{partial}" if partial and request.htmx else template
-    return render(request, name, context, status=status)
+    """Render the whole page, or only the named partial for an htmx request.
+
+    A history-restore request (back button after hx-push-url) needs the whole page, and
+    caches must not hand a partial to a full-page request or the reverse, hence Vary.
+    """
+    wants_partial = partial and request.htmx and not request.htmx.history_restore_request
+    name = f"{template}#{partial}" if wants_partial else template
+    response = render(request, name, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response

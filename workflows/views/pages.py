@@ -1,4 +1,6 @@
 """Home and the submitter's pages: workflow list, guided form, submission status."""
+import uuid
+
 from django.contrib import messages
 from django.forms import MultipleChoiceField
 from django.http import Http404
@@ -7,7 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
-from .. import selectors, services
+from .. import audit, selectors, services
 from ..forms import cleaned_to_json, step_form_class
 from ..roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
 from .common import render_page, role_required
@@ -26,6 +28,10 @@ def home(request):
 
 def _session_key(version) -> str:
     return f"wizard:{version.pk}"
+
+
+def _token_key(version) -> str:
+    return f"wizard-token:{version.pk}"
 
 
 def _raw_values(request, version) -> dict:
@@ -56,6 +62,7 @@ def submission_new(request, slug: str, step: int = 1):
         # Keep what was typed even when the step fails validation: nothing entered is lost.
         raw.update(_raw_from_post(request.POST, form_class))
         request.session[_session_key(version)] = raw
+        request.session.setdefault(_token_key(version), uuid.uuid4().hex)
         going_back = request.POST.get("nav") == "back"
         if going_back and step > 1:
             return _goto(request, reverse("submission_new_step", args=[slug, step - 1]))
@@ -91,8 +98,14 @@ def _finish(request, version, spec, raw):
             messages.error(request, f"Step {number} ({step_def.title}) needs attention.")
             return _goto(request, reverse("submission_new_step", args=[version.workflow.slug, number]))
         data.update(cleaned_to_json(form.cleaned_data))
-    submission = services.submission_create(version=version, user=request.user, data=data)
+    # A double-clicked final step sends two requests with the same session: the key makes the
+    # second one find the first submission instead of creating another. The data hash keeps a
+    # token that outlived its wizard from ever matching a different request.
+    token = request.session.get(_token_key(version), "")
+    key = f"wizard:{token}:{audit.content_hash(audit.canonical_json(data))[:16]}" if token else ""
+    submission = services.submission_create(version=version, user=request.user, data=data, idempotency_key=key)
     request.session.pop(_session_key(version), None)
+    request.session.pop(_token_key(version), None)
     messages.success(request, "Submitted. A draft is being prepared.")
     return _goto(request, reverse("submission_detail", args=[submission.pk]))
 

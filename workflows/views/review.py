@@ -91,9 +91,11 @@ def review_approve(request, pk: int):
     form = ApproveForm(request.POST)
     if not form.is_valid():
         return _refuse(request, task, status=422, approve_form=form)
-    edited = form.cleaned_data["edited_output"]
+    # A client that sends no text approves the draft as it is; a text box the reviewer emptied
+    # is an (empty, refused) edit, not a silent approval of the original.
+    edited = form.cleaned_data["edited_output"] if "edited_output" in request.POST else None
     try:
-        task = services.review_approve(task_id=task.pk, user=request.user, edited_output=edited or None)
+        task = services.review_approve(task_id=task.pk, user=request.user, edited_output=edited)
     except DomainError as exc:
         return _refuse(request, task, approve_form=form, error=str(exc))
     return _after_decision(request, task, f"Submission #{task.submission_id} approved" + (" with your edit." if task.diff else "."))
