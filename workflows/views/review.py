@@ -82,52 +82,51 @@ def _not_decidable(request, task):
     return None
 
 
-@role_required(REVIEWER)
-@require_POST
-def review_approve(request, pk: int):
+def _decide(request, pk: int, form_class, form_name: str, act, message):
+    """One decision: scoped lookup, claim check, form, one service call, redirect."""
     task = selectors.review_task_for(request.user, pk)
     if refusal := _not_decidable(request, task):
         return refusal
-    form = ApproveForm(request.POST)
+    form = form_class(request.POST)
     if not form.is_valid():
-        return _refuse(request, task, status=422, approve_form=form)
+        return _refuse(request, task, status=422, **{form_name: form})
+    try:
+        task = act(task, form.cleaned_data)
+    except DomainError as exc:
+        return _refuse(request, task, error=str(exc), **{form_name: form})
+    return _after_decision(request, task, message(task))
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_approve(request, pk: int):
     # A client that sends no text approves the draft as it is; a text box the reviewer emptied
     # is an (empty, refused) edit, not a silent approval of the original.
-    edited = form.cleaned_data["edited_output"] if "edited_output" in request.POST else None
-    try:
-        task = services.review_approve(task_id=task.pk, user=request.user, edited_output=edited)
-    except DomainError as exc:
-        return _refuse(request, task, approve_form=form, error=str(exc))
-    return _after_decision(request, task, f"Submission #{task.submission_id} approved" + (" with your edit." if task.diff else "."))
+    sent_text = "edited_output" in request.POST
+    return _decide(
+        request, pk, ApproveForm, "approve_form",
+        lambda task, data: services.review_approve(
+            task_id=task.pk, user=request.user, edited_output=data["edited_output"] if sent_text else None
+        ),
+        lambda task: f"Submission #{task.submission_id} approved" + (" with your edit." if task.diff else "."),
+    )
 
 
 @role_required(REVIEWER)
 @require_POST
 def review_reject(request, pk: int):
-    task = selectors.review_task_for(request.user, pk)
-    if refusal := _not_decidable(request, task):
-        return refusal
-    form = RejectForm(request.POST)
-    if not form.is_valid():
-        return _refuse(request, task, status=422, reject_form=form)
-    try:
-        task = services.review_reject(task_id=task.pk, user=request.user, **form.cleaned_data)
-    except DomainError as exc:
-        return _refuse(request, task, reject_form=form, error=str(exc))
-    return _after_decision(request, task, f"Submission #{task.submission_id} rejected.")
+    return _decide(
+        request, pk, RejectForm, "reject_form",
+        lambda task, data: services.review_reject(task_id=task.pk, user=request.user, **data),
+        lambda task: f"Submission #{task.submission_id} rejected.",
+    )
 
 
 @role_required(REVIEWER)
 @require_POST
 def review_regenerate(request, pk: int):
-    task = selectors.review_task_for(request.user, pk)
-    if refusal := _not_decidable(request, task):
-        return refusal
-    form = RegenerateForm(request.POST)
-    if not form.is_valid():
-        return _refuse(request, task, status=422, regenerate_form=form)
-    try:
-        task = services.review_regenerate(task_id=task.pk, user=request.user, **form.cleaned_data)
-    except DomainError as exc:
-        return _refuse(request, task, regenerate_form=form, error=str(exc))
-    return _after_decision(request, task, f"Submission #{task.submission_id} sent back for a new draft.")
+    return _decide(
+        request, pk, RegenerateForm, "regenerate_form",
+        lambda task, data: services.review_regenerate(task_id=task.pk, user=request.user, **data),
+        lambda task: f"Submission #{task.submission_id} sent back for a new draft.",
+    )
