@@ -83,6 +83,11 @@ def queue_counts(user) -> dict[str, int]:
     return counts
 
 
+def decisions_for_submission(submission: Submission) -> QuerySet[ReviewTask]:
+    """The closed reviews of one submission, oldest first (the caller has scoped it)."""
+    return submission.review_tasks.filter(state=ReviewState.DONE).select_related("decided_by").order_by("decided_at")
+
+
 def audit_events_for_submission(user, submission: Submission) -> QuerySet[AuditEvent]:
     """The audit trail of one submission (the caller has already scoped the submission)."""
     task_ids = [str(pk) for pk in submission.review_tasks.values_list("pk", flat=True)]

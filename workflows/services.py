@@ -412,6 +412,18 @@ def _same_output(spec: WorkflowDefinition, original: str, candidate: str) -> boo
         return False
 
 
+def _diff(spec: WorkflowDefinition, original: str, final: str) -> str:
+    # JSON is diffed indented with sorted keys, so a changed value shows as one changed line
+    # instead of the whole one-line document. Lines are compared without their endings: with
+    # keepends, a last line lacking a newline runs into the next diff line.
+    if spec.output.format == "json":
+        try:
+            original, final = (json.dumps(json.loads(t), indent=2, sort_keys=True, ensure_ascii=False) for t in (original, final))
+        except ValueError:
+            pass
+    return "\n".join(difflib.unified_diff(original.splitlines(), final.splitlines(), "draft", "approved", lineterm=""))
+
+
 @transaction.atomic
 def review_approve(*, task_id: int, user, edited_output: str | None = None) -> ReviewTask:
     """Approve the draft, optionally with an edit (the diff is kept)."""
@@ -433,11 +445,7 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     _close(task, user, decision)
     if edited:
         task.edited_output = final
-        # Lines are compared without their endings and joined here: with keepends, a last line
-        # lacking a newline (as model output usually does) runs into the next diff line.
-        task.diff = "\n".join(
-            difflib.unified_diff(original.splitlines(), final.splitlines(), "draft", "approved", lineterm="")
-        )
+        task.diff = _diff(spec, original, final)
     _track(task, user, decision).save()
     if submission.state == SubmissionState.ROUTED:
         submission.transition_to(SubmissionState.APPROVED)

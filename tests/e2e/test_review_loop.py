@@ -120,6 +120,11 @@ def test_submit_review_with_edit_release_and_audit(worker, fake_model, demo, liv
     page.click("button[name=verify]")
     expect(page.locator("#chain-status")).to_contain_text("Chain intact")
     _shot(page, "6-audit-trail")
+    # ...and, on the submission, what the reviewer changed.
+    page.goto(f"{base}/submissions/{submission_id}/")
+    expect(page.locator("#decisions .diff-add", has_text=EDITED_REPLY)).to_have_count(1)
+    expect(page.locator("#decisions .diff-del")).to_have_count(1)  # only the old reply line
+    _shot(page, "7-submission-as-compliance")
     page.context.close()
 
     try:

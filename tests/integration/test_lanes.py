@@ -132,16 +132,18 @@ def test_blocking_holds_until_approved_with_an_edit(worker, fake_model, demo, cu
     assert submission.is_released and submission.final_output == edited
     assert draft.content == original  # the model's draft is kept as it was
     assert task.decision == Decision.EDIT and task.edited_output == edited
-    # A well-formed unified diff: one change per line, even though the draft ends without a newline.
+    # A well-formed unified diff of the indented JSON: only the changed value is a changed
+    # line, although the model's draft is one line without a trailing newline.
+    old_reply = json.loads(original)["reply"]
     assert task.diff.splitlines() == [
         "--- draft",
         "+++ approved",
-        "@@ -1 +1,4 @@",
-        f"-{original}",
-        "+{",
+        "@@ -1,4 +1,4 @@",
+        " {",
+        f'-  "reply": "{old_reply}",',
         '+  "reply": "Dear Ann, we refund you in full today.",',
-        '+  "tone": "apologetic"',
-        "+}",
+        '   "tone": "apologetic"',
+        " }",
     ]
     event = AuditEvent.objects.get(action="review.edited", object_type="reviewtask", object_id=str(task.pk))
     assert event.payload["draft_hash"] == draft.content_hash == audit.content_hash(original)

@@ -177,7 +177,8 @@ def test_htmx_claim_swaps_in_the_decision_forms(blocking, reviewer):
     assert "<html" not in body and body.lstrip().startswith('<section class="card" id="decision">')
     page = Page(response)
     assert page.by_id("approve") is not None and page.by_id("reject") is not None
-    assert page.value("edited_output") == task.draft.content, "the draft is offered for editing"
+    # Offered indented for editing: the same document as the draft.
+    assert json.loads(page.value("edited_output")) == json.loads(task.draft.content), "the draft is offered for editing"
 
 
 def test_htmx_refusal_returns_the_decision_partial_with_409(blocking, reviewer):

@@ -108,3 +108,20 @@ def _child_text(element, css_class):
         if not isinstance(c, str) and css_class in (dict(c.attributes).get("class") or "").split()
     ]
     return " ".join(child.children)
+
+
+def test_review_decisions_show_the_edit_diff_to_reviewers_but_not_to_the_submitter(people, routed, client_for):
+    submission = routed(people["submitter"])
+    task = ReviewTask.objects.get(submission=submission)
+    reviewer = people["reviewer_a"]
+    services.review_claim(task_id=task.pk, user=reviewer)
+    draft = json.loads(task.draft.content)
+    services.review_approve(task_id=task.pk, user=reviewer, edited_output=json.dumps({**draft, "tone": "neutral"}))
+
+    seen_by_reviewer = client_for("reviewer_a").get(f"/submissions/{submission.pk}/").content.decode()
+    assert 'id="decisions"' in seen_by_reviewer and "Approve with edit" in seen_by_reviewer
+    assert 'class="diff-add"' in seen_by_reviewer and "neutral" in seen_by_reviewer
+
+    seen_by_submitter = client_for("submitter").get(f"/submissions/{submission.pk}/").content.decode()
+    assert "Approve with edit" in seen_by_submitter
+    assert 'class="diff-add"' not in seen_by_submitter

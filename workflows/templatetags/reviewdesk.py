@@ -22,3 +22,22 @@ def pretty_json(text):
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     except (TypeError, ValueError):
         return text
+
+
+@register.filter
+def diff_lines(diff: str):
+    """Split a unified diff into (kind, line) for colouring: add, del, hunk or context."""
+    kinds = []
+    for line in diff.splitlines():
+        if line.startswith(("+++", "---")):
+            kind = "file"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "context"
+        kinds.append((kind, line))
+    return kinds

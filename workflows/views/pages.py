@@ -125,6 +125,7 @@ def submission_detail(request, pk: int):
         "draft": submission.latest_draft,
         "can_see_drafts": can_see_drafts,
         "events": selectors.audit_events_for_submission(request.user, submission),
+        "decisions": selectors.decisions_for_submission(submission),
         "fields": submission.workflow_version.spec.form.all_fields(),
     }
     return render_page(request, "workflows/submission_detail.html", context, partial="status")

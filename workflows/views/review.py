@@ -8,6 +8,7 @@ from .. import selectors, services
 from ..forms import ApproveForm, RegenerateForm, RejectForm
 from ..models import DomainError, Lane, ReviewState
 from ..roles import REVIEWER
+from ..templatetags.reviewdesk import pretty_json
 from .common import render_page, role_required
 
 QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
@@ -37,7 +38,8 @@ def _detail_context(request, task, **forms):
         "spec": submission.workflow_version.spec,
         "fields": submission.workflow_version.spec.form.all_fields(),
         "holds_lease": task.lease_held_by(request.user),
-        "approve_form": forms.get("approve_form") or ApproveForm(initial={"edited_output": draft.content}),
+        # JSON drafts are offered indented for editing; re-indenting alone is not an edit.
+        "approve_form": forms.get("approve_form") or ApproveForm(initial={"edited_output": pretty_json(draft.content)}),
         "reject_form": forms.get("reject_form") or RejectForm(),
         "regenerate_form": forms.get("regenerate_form") or RegenerateForm(),
         "error": forms.get("error"),
