@@ -49,6 +49,7 @@ def _hashed_fields(event: AuditEvent) -> dict[str, Any]:
     return {
         "created_at": event.created_at.isoformat(),
         "actor": event.actor_label,
+        "actor_id": event.actor_id,
         "action": event.action,
         "object_type": event.object_type,
         "object_id": str(event.object_id),

@@ -178,6 +178,18 @@ def _release(submission: Submission, *, text: str, actor, reason: str) -> None:
     )
 
 
+def _record_retraction(submission: Submission, *, actor, reason: str) -> None:
+    """A released output was withdrawn: its own event, so an export filtered on output.*
+    shows every release and every withdrawal."""
+    audit.record(
+        action="output.retracted",
+        obj=submission,
+        actor=actor,
+        workflow_version=submission.workflow_version,
+        payload={"output_hash": audit.content_hash(submission.final_output), "reason": reason},
+    )
+
+
 def _record_failed_calls(submission: Submission, attempt: int, engine: str, failures: list[ModelFailure]) -> None:
     # Each model that failed was a request of its own; cost and reliability figures per model
     # need a row for it, not a note on the successful call.
@@ -486,6 +498,8 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
         payload["retracted"] = True
     _track(submission, user, "rejected").save()
     audit.record(action="review.rejected", obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
+    if payload.get("retracted"):
+        _record_retraction(submission, actor=user, reason="rejected")
     return task
 
 
@@ -520,5 +534,7 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
             "retracted": retracted,
         },
     )
+    if retracted:
+        _record_retraction(submission, actor=user, reason="sent back for regeneration")
     transaction.on_commit(partial(enqueue_generation, submission.pk))
     return task

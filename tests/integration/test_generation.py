@@ -86,6 +86,18 @@ def test_a_stale_generation_is_reclaimed_as_attempt_two(demo, customer_reply_inp
     assert draft.attempt == 2
 
 
+def test_a_late_failure_of_a_given_up_attempt_does_not_fail_the_new_one(demo, customer_reply_input):
+    submission = submit(demo, customer_reply_input)
+    _stuck_generating(submission, seconds_ago=settings.REVIEWDESK_GENERATION_STALE_SECONDS + 5)
+    services.generation_claim(submission_id=submission.pk)
+
+    services.generation_fail(submission_id=submission.pk, attempt=1, reason="late timeout of attempt 1")
+
+    submission.refresh_from_db()
+    assert (submission.state, submission.attempts, submission.failure_reason) == (SubmissionState.GENERATING, 2, "")
+    assert not AuditEvent.objects.filter(action="draft.failed").exists()
+
+
 def test_a_fresh_generation_is_not_reclaimed(demo, customer_reply_input):
     submission = submit(demo, customer_reply_input)
     _stuck_generating(submission, seconds_ago=settings.REVIEWDESK_GENERATION_STALE_SECONDS / 2)

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from tests.integration.conftest import GOOD_OUTPUT, drafted, submit, unique_marker, wait_routed
-from workflows import services
+from workflows import audit, services
 from workflows.models import (
     AuditEvent,
     Decision,
@@ -175,6 +175,9 @@ def test_rejecting_a_released_async_draft_retracts_it(demo, async_task):
     assert submission.retracted_at is not None
     assert submission.is_released is False
     assert AuditEvent.objects.get(action="review.rejected").payload["retracted"] is True
+    retraction = AuditEvent.objects.get(action="output.retracted")
+    assert retraction.actor_label == "reviewer" and retraction.object_id == str(submission.pk)
+    assert retraction.payload == {"output_hash": audit.content_hash(submission.final_output), "reason": "rejected"}
 
 
 def test_a_sampled_auto_approval_can_be_retracted(publish_variant, demo, customer_reply_input):

@@ -149,6 +149,9 @@ def test_a_chain_of_events_verifies(db):
         ("action", "test.other"),
         ("actor_label", "mallory"),
         ("object_id", "999"),
+        ("object_type", "other"),
+        ("request_id", "forged"),
+        ("ip", "10.9.9.9"),
     ],
 )
 def test_tampering_with_a_row_is_detected_at_that_event(db, column, value):
@@ -161,6 +164,42 @@ def test_tampering_with_a_row_is_detected_at_that_event(db, column, value):
     assert report.broken_at == target.pk
     assert report.checked == 2
     assert report.reason == "hash does not match the event's contents"
+
+
+@pytest.mark.parametrize("column", ["actor_id", "workflow_version_id"])
+def test_repointing_a_foreign_key_is_detected(db, demo, column):
+    submitter, reviewer = demo.users["submitter"], demo.users["reviewer"]
+    with transaction.atomic():
+        event = audit.record(action="test.fk", object_type="t", object_id=1, actor=submitter,
+                             workflow_version=demo.version("customer-reply"))
+    other = {"actor_id": reviewer.pk, "workflow_version_id": demo.version("underwriting-memo").pk}[column]
+    _tamper(f"UPDATE workflows_auditevent SET {column} = %s WHERE id = %s", [other, event.pk])
+    report = audit.verify_chain()
+    assert not report.ok and report.broken_at == event.pk
+
+
+def test_concurrent_writers_cannot_fork_the_chain(transactional_db):
+    """Appends from several connections at once still form one chain (the advisory lock)."""
+    import threading
+
+    from django.db import connections
+
+    def write(n):
+        try:
+            for i in range(n):
+                audit.record_standalone(action="test.concurrent", object_type="t", object_id=i)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=write, args=(25,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    prev_hashes = list(AuditEvent.objects.values_list("prev_hash", flat=True))
+    assert len(prev_hashes) == 100
+    assert len(set(prev_hashes)) == 100, "two events link to the same predecessor: the chain forked"
+    assert audit.verify_chain().ok
 
 
 def test_tampering_with_the_time_is_detected(db):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from workflows.models import AuditEvent, Decision, ReviewState, ReviewTask, SubmissionState
 
@@ -215,3 +217,31 @@ def test_emptying_the_text_box_is_refused_not_a_silent_approval(blocking, review
     assert response.status_code == 409
     assert "The edited output is empty" in response.content.decode()
     assert _state(submission, task) == before
+
+
+def test_an_edit_made_while_the_lease_ran_out_survives_the_reclaim(blocking, reviewer):
+    submission, task = blocking
+    reviewer.post(f"/review/{task.pk}/claim/")
+    ReviewTask.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    refused = reviewer.post(f"/review/{task.pk}/approve/", {"edited_output": EDITED})
+    assert refused.status_code == 409
+    page = Page(refused)
+    assert page.by_id("carried-edit") is not None
+    (carried,) = page.all("input", name="edited_output")  # carried in the claim form
+    assert carried.attrs["value"] == EDITED
+
+    reclaimed = reviewer.post(f"/review/{task.pk}/claim/", {"edited_output": EDITED})
+    assert reclaimed.status_code == 200
+    assert Page(reclaimed).value("edited_output") == EDITED  # back in the approve box
+    assert reviewer.post(f"/review/{task.pk}/approve/", {"edited_output": EDITED}).status_code == 302
+    submission.refresh_from_db()
+    assert submission.final_output == EDITED
+
+
+def test_closed_reviews_are_not_listed_in_the_queue(blocking, reviewer):
+    submission, task = blocking
+    assert f'href="/review/{task.pk}/"' in reviewer.get("/review/").content.decode()
+    reviewer.post(f"/review/{task.pk}/claim/")
+    reviewer.post(f"/review/{task.pk}/approve/", {})
+    assert f'href="/review/{task.pk}/"' not in reviewer.get("/review/").content.decode()

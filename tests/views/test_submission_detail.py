@@ -66,10 +66,30 @@ def test_pending_submission_polls_and_htmx_gets_only_the_status_partial(people, 
     assert Page(partial).by_id("submission-state").text == "Submitted"
 
 
-def test_finished_submission_stops_polling(people, routed, client_for):
+def test_polling_goes_on_until_the_submission_is_final(people, routed, client_for):
+    # A released async draft is not final: the reviewer may still retract it.
     submission = routed(people["submitter"], lane="async_review")
+    status = Page(client_for("submitter").get(f"/submissions/{submission.pk}/")).by_id("submission-status")
+    assert status.attrs["hx-get"] == f"/submissions/{submission.pk}/"
+    assert status.attrs["hx-trigger"] == "every 15s"
+
+
+def test_finished_submission_stops_polling(people, routed, client_for):
+    submission = routed(people["submitter"], lane="auto_approve")
     page = Page(client_for("submitter").get(f"/submissions/{submission.pk}/"))
     assert "hx-get" not in page.by_id("submission-status").attrs
+
+
+def test_a_retracted_output_is_no_longer_shown(people, routed, client_for):
+    submission = routed(people["submitter"], lane="async_review")
+    client = client_for("submitter")
+    assert Page(client.get(f"/submissions/{submission.pk}/")).by_id("released-output") is not None
+    task = ReviewTask.objects.get(submission=submission)
+    services.review_claim(task_id=task.pk, user=people["reviewer_a"])
+    services.review_reject(task_id=task.pk, user=people["reviewer_a"], reason_code="tone", reason_text="Too curt.")
+    page = Page(client.get(f"/submissions/{submission.pk}/"))
+    assert page.by_id("released-output") is None
+    assert [n.text for n in page.all("span", class_="badge-retracted")] == ["Retracted"]
 
 
 def test_audit_timeline_lists_the_runs_events_in_order(people, routed, client_for):

@@ -37,7 +37,10 @@ def _summary(values: dict[str, Any]) -> str:
 def _fill(schema: dict[str, Any], key: str, values: dict[str, Any], prompt: RenderedPrompt) -> Any:
     kind = schema.get("type")
     if "enum" in schema:
-        return schema["enum"][0]
+        # Echo an option the submitter chose (severity "high" -> risk_rating "high") rather
+        # than always the first one, so offline drafts do not contradict their input.
+        given = {str(v) for v in values.values() if isinstance(v, (str, int))}
+        return next((option for option in schema["enum"] if str(option) in given), schema["enum"][0])
     if kind == "object":
         props = schema.get("properties", {})
         return {name: _fill(sub, name, values, prompt) for name, sub in props.items()}

@@ -68,28 +68,34 @@ def _refuse(request, task, status=409, **forms):
 def review_claim(request, pk: int):
     task = selectors.review_task_for(request.user, pk)
     try:
-        services.review_claim(task_id=task.pk, user=request.user)
+        task = services.review_claim(task_id=task.pk, user=request.user)
     except DomainError as exc:
         return _refuse(request, task, error=str(exc))
+    carried = request.POST.get("edited_output")
+    if carried is not None:
+        # A re-claim after the lease ran out brings the reviewer's unsaved edit back.
+        context = _detail_context(request, task, approve_form=ApproveForm(initial={"edited_output": carried}))
+        return render_page(request, "workflows/review_detail.html", context, partial="decision")
     return redirect("review_detail", pk=task.pk) if not request.htmx else review_detail(request, pk)
 
 
-def _not_decidable(request, task):
-    """Refuse a decision on a review the user does not hold, before reading the form, so the
-    answer is a message the page can show (the decision forms appear only after a claim)."""
+def _not_decidable(request, task, forms):
+    """Refuse a decision on a review the user does not hold, before validating the form, so
+    the answer is a message the page can show (the decision forms appear only after a claim).
+    The posted form goes back with it: an edit made while the lease ran out is not lost."""
     if task.state != ReviewState.OPEN:
-        return _refuse(request, task, error="This review is already closed.")
+        return _refuse(request, task, error="This review is already closed.", **forms)
     if not task.lease_held_by(request.user):
-        return _refuse(request, task, error="Claim this review first; your lease may have expired.")
+        return _refuse(request, task, error="Claim this review first; your lease may have expired.", **forms)
     return None
 
 
 def _decide(request, pk: int, form_class, form_name: str, act, message):
     """One decision: scoped lookup, claim check, form, one service call, redirect."""
     task = selectors.review_task_for(request.user, pk)
-    if refusal := _not_decidable(request, task):
-        return refusal
     form = form_class(request.POST)
+    if refusal := _not_decidable(request, task, {form_name: form}):
+        return refusal
     if not form.is_valid():
         return _refuse(request, task, status=422, **{form_name: form})
     try:
