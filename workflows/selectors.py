@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, SubmissionState, Workflow, WorkflowVersion
-from .roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
+from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
 
 
 def _reviewable_workflows_q(user, prefix: str = "") -> Q:
@@ -24,6 +24,13 @@ def workflows_for_submitter(user) -> QuerySet[Workflow]:
 
 def workflow_for_submitter(user, slug: str) -> Workflow:
     return get_object_or_404(workflows_for_submitter(user), slug=slug)
+
+
+def workflows_for_admin(user) -> QuerySet[Workflow]:
+    """Every workflow with its versions, for the people who define them."""
+    if not has_role(user, WORKFLOW_ADMIN):
+        return Workflow.objects.none()
+    return Workflow.objects.prefetch_related("versions", "reviewer_groups").order_by("name")
 
 
 def current_version(workflow: Workflow) -> WorkflowVersion:

@@ -73,3 +73,12 @@ def test_a_csrf_failure_explains_that_nothing_was_saved(people):
     response = client.post("/review/1/claim/")
     assert response.status_code == 403
     assert "nothing was saved" in response.content.decode()
+
+
+def test_workflow_admins_see_every_workflow_with_its_current_version(client_for, demo):
+    response = client_for("wfadmin").get("/")
+    assert Page(response).by_id("admin-workflows") is not None
+    text = response.content.decode()
+    for slug in ("customer-reply", "compliance-report", "underwriting-memo"):
+        assert f"<code>{slug}</code>" in text
+    assert Page(client_for("submitter").get("/")).by_id("admin-workflows") is None

@@ -41,3 +41,11 @@ def diff_lines(diff: str):
             kind = "context"
         kinds.append((kind, line))
     return kinds
+
+
+@register.filter
+def lane_label(value):
+    """A lane code as people say it ("blocking_review" -> "Blocking review")."""
+    from ..models import Lane
+
+    return Lane(value).label if value in Lane.values else value

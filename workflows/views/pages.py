@@ -22,6 +22,7 @@ def home(request):
         "recent": selectors.own_submissions(user)[:10],
         "queue_counts": selectors.queue_counts(user) if has_role(user, REVIEWER) else None,
         "is_compliance": has_role(user, COMPLIANCE),
+        "admin_workflows": selectors.workflows_for_admin(user),
     }
     return render_page(request, "workflows/home.html", context)
 
