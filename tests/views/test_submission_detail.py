@@ -145,3 +145,11 @@ def test_review_decisions_show_the_edit_diff_to_reviewers_but_not_to_the_submitt
     seen_by_submitter = client_for("submitter").get(f"/submissions/{submission.pk}/").content.decode()
     assert "Approve with edit" in seen_by_submitter
     assert 'class="diff-add"' not in seen_by_submitter
+
+
+def test_a_released_json_output_reads_as_labelled_fields(people, routed, client_for):
+    submission = routed(people["submitter"], lane="auto_approve")
+    body = client_for("submitter").get(f"/submissions/{submission.pk}/").content.decode()
+    assert '<dl class="output-fields">' in body
+    assert "<dt>Reply</dt>" in body and "<dt>Tone</dt>" in body
+    assert "<summary>As JSON</summary>" in body

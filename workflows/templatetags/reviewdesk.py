@@ -49,3 +49,21 @@ def lane_label(value):
     from ..models import Lane
 
     return Lane(value).label if value in Lane.values else value
+
+
+@register.filter
+def output_fields(text):
+    """The top-level fields of a JSON object output as (label, value) pairs, for reading;
+    None when the output is not a JSON object (the template then shows it as text)."""
+    try:
+        document = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    return [(key.replace("_", " ").capitalize(), value) for key, value in document.items()]
+
+
+@register.filter
+def is_list(value):
+    return isinstance(value, list)
