@@ -158,3 +158,20 @@ def test_non_utf8_file_is_refused_with_a_message(tmp_path, reply_file):
         call_command("load_workflows", str(bad), str(reply_file), stdout=out, stderr=err)
     assert f"{bad}: not UTF-8 text" in err.getvalue()
     assert "customer-reply v1 published" in out.getvalue()
+
+
+def test_seed_demo_is_idempotent(db):
+    from django.contrib.auth import get_user_model
+
+    from workflows.models import AuditEvent, WorkflowVersion
+
+    for _ in range(2):
+        call_command("seed_demo", stdout=io.StringIO())
+    users = get_user_model().objects.filter(username__in=["submitter", "reviewer", "compliance", "wfadmin"])
+    assert users.count() == 4
+    assert all(u.check_password("reviewdesk-demo") for u in users)
+    assert WorkflowVersion.objects.count() == 3
+    assert AuditEvent.objects.filter(action="workflow.published").count() == 3
+    reviewer = users.get(username="reviewer")
+    assert set(reviewer.groups.values_list("name", flat=True)) == {
+        "reviewer", "support-reviewers", "compliance-reviewers", "underwriting-reviewers"}

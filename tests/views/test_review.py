@@ -245,3 +245,12 @@ def test_closed_reviews_are_not_listed_in_the_queue(blocking, reviewer):
     reviewer.post(f"/review/{task.pk}/claim/")
     reviewer.post(f"/review/{task.pk}/approve/", {})
     assert f'href="/review/{task.pk}/"' not in reviewer.get("/review/").content.decode()
+
+
+def test_a_review_past_its_sla_is_marked_overdue(blocking, reviewer):
+    submission, task = blocking
+    assert "overdue" not in reviewer.get("/review/").content.decode()
+    ReviewTask.objects.filter(pk=task.pk).update(due_at=timezone.now() - timedelta(minutes=1))
+    page = Page(reviewer.get("/review/"))
+    (mark,) = page.all("span", class_="overdue")
+    assert mark.text.endswith("overdue")

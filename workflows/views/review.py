@@ -2,6 +2,7 @@
 from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from .. import selectors, services
@@ -24,6 +25,7 @@ def review_queue(request):
         "lanes": [(value, Lane(value).label) for value in QUEUE_LANES],
         "counts": selectors.queue_counts(request.user),
         "tasks": selectors.open_review_tasks_for(request.user, lane)[:200],
+        "now": timezone.now(),
     }
     return render_page(request, "workflows/review_queue.html", context, partial="queue")
 
