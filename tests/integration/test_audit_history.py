@@ -74,7 +74,7 @@ def test_a_decision_that_fails_after_its_event_rolls_the_event_back(demo, custom
     def fail_release(*args, **kwargs):
         raise DomainError("simulated failure after review.approved was recorded")
 
-    monkeypatch.setattr(services, "_release", fail_release)
+    monkeypatch.setattr(services.reviews, "release", fail_release)
     with pytest.raises(DomainError, match="simulated"):
         services.review_approve(task_id=task.pk, user=reviewer)
 
@@ -93,7 +93,7 @@ def test_a_draft_that_fails_after_its_events_rolls_them_back(demo, customer_repl
     def fail_due(*args, **kwargs):
         raise RuntimeError("simulated failure while queueing the review")
 
-    monkeypatch.setattr(services, "_review_due", fail_due)
+    monkeypatch.setattr(services.drafts, "_review_due", fail_due)
     with pytest.raises(RuntimeError, match="simulated"):
         services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, completion=completion("blocking"))
 

@@ -1,6 +1,5 @@
 """A generation never stays stuck: unexpected errors fail it visibly, odd model output is
 stored, and submissions whose task was lost are sent again by the periodic sweep."""
-import json
 from datetime import timedelta
 
 import pytest

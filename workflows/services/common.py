@@ -1,0 +1,39 @@
+"""Helpers shared by the services: history attribution, release and retraction."""
+from __future__ import annotations
+
+from django.utils import timezone
+
+from .. import audit
+from ..models import Submission
+
+
+def track(instance, user, reason: str):
+    """Tell simple-history who made this change and why (it cannot see a request in a task)."""
+    instance._history_user = user
+    instance._change_reason = reason
+    return instance
+
+
+def release(submission: Submission, *, text: str, actor, reason: str) -> None:
+    submission.final_output = text
+    submission.released_at = timezone.now()
+    submission.retracted_at = None
+    audit.record(
+        action="output.released",
+        obj=submission,
+        actor=actor,
+        workflow_version=submission.workflow_version,
+        payload={"output_hash": audit.content_hash(text), "reason": reason},
+    )
+
+
+def record_retraction(submission: Submission, *, actor, reason: str) -> None:
+    """A released output was withdrawn: its own event, so an export filtered on output.*
+    shows every release and every withdrawal."""
+    audit.record(
+        action="output.retracted",
+        obj=submission,
+        actor=actor,
+        workflow_version=submission.workflow_version,
+        payload={"output_hash": audit.content_hash(submission.final_output), "reason": reason},
+    )

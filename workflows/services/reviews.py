@@ -1,0 +1,206 @@
+"""Reviewer decisions: claim (a lease), approve (with or without an edit), reject, regenerate."""
+from __future__ import annotations
+
+import difflib
+import json
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .. import audit
+from ..definitions import WorkflowDefinition
+from ..llm import confidence
+from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
+from ..roles import group_names
+from .common import record_retraction, release, track
+
+
+def _check_reviewer(task: ReviewTask, user) -> None:
+    if task.submission.submitted_by_id == user.pk:
+        raise DomainError("You cannot review your own submission (four-eyes rule).")
+    reviewer_groups = set(task.submission.workflow.reviewer_groups.values_list("name", flat=True))
+    if not reviewer_groups & group_names(user):
+        raise DomainError("You are not a reviewer of this workflow.")
+
+
+def _locked_task(task_id: int) -> ReviewTask:
+    return ReviewTask.objects.select_for_update(of=("self",)).select_related("submission__workflow_version__workflow").get(
+        pk=task_id
+    )
+
+
+@transaction.atomic
+def review_claim(*, task_id: int, user) -> ReviewTask:
+    """Take (or renew) the lease on a review task."""
+    task = _locked_task(task_id)
+    _check_reviewer(task, user)
+    if task.state != ReviewState.OPEN:
+        raise DomainError("This review is already closed.")
+    if task.lease_active and task.claimed_by_id != user.pk:
+        raise DomainError(f"This review is claimed by {task.claimed_by} until {task.lease_expires_at:%H:%M} UTC.")
+    task.claimed_by = user
+    task.lease_expires_at = timezone.now() + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
+    track(task, user, "claimed").save()
+    audit.record(
+        action="review.claimed",
+        obj=task,
+        actor=user,
+        workflow_version=task.submission.workflow_version,
+        payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat()},
+    )
+    return task
+
+
+def _begin_decision(task_id: int, user) -> tuple[ReviewTask, Submission]:
+    task = _locked_task(task_id)
+    _check_reviewer(task, user)
+    if task.state != ReviewState.OPEN:
+        raise DomainError("This review is already closed.")
+    if not task.lease_held_by(user):
+        raise DomainError("Claim this review first; your lease may have expired.")
+    submission = Submission.objects.select_for_update().get(pk=task.submission_id)
+    return task, submission
+
+
+def _close(task: ReviewTask, user, decision: str) -> None:
+    task.state = ReviewState.DONE
+    task.decision = decision
+    task.decided_by = user
+    task.decided_at = timezone.now()
+    task.lease_expires_at = None
+
+
+def _same_output(spec: WorkflowDefinition, original: str, candidate: str) -> bool:
+    """True when the reviewer changed nothing that matters.
+
+    For JSON outputs, re-indenting or reordering keys is not an edit: it must not label the
+    draft as "edited" for calibration, nor release a new text.
+    """
+    if candidate == original:
+        return True
+    if spec.output.format != "json":
+        return False
+    try:
+        # Compared as canonical text, not with ==, for which 1 == 1.0 == true.
+        return audit.canonical_json(json.loads(candidate)) == audit.canonical_json(json.loads(original))
+    except ValueError:
+        return False
+
+
+def _diff(spec: WorkflowDefinition, original: str, final: str) -> str:
+    # JSON is diffed indented with sorted keys, so a changed value shows as one changed line
+    # instead of the whole one-line document. Lines are compared without their endings: with
+    # keepends, a last line lacking a newline runs into the next diff line.
+    if spec.output.format == "json":
+        try:
+            original, final = (json.dumps(json.loads(t), indent=2, sort_keys=True, ensure_ascii=False) for t in (original, final))
+        except ValueError:
+            pass
+    return "\n".join(difflib.unified_diff(original.splitlines(), final.splitlines(), "draft", "approved", lineterm=""))
+
+
+@transaction.atomic
+def review_approve(*, task_id: int, user, edited_output: str | None = None) -> ReviewTask:
+    """Approve the draft, optionally with an edit (the diff is kept)."""
+    task, submission = _begin_decision(task_id, user)
+    original = task.draft.content
+    spec = submission.workflow_version.spec
+    edited = edited_output is not None and not _same_output(spec, original, edited_output.replace("\r\n", "\n"))
+    final = edited_output.replace("\r\n", "\n") if edited else original
+    if edited and not final.strip():
+        raise DomainError("The edited output is empty; approve the draft unchanged or reject it.")
+    if edited and spec.output.format == "json":
+        validation = confidence.validate_output(spec, final)
+        # An empty edit is reported as empty_output, not schema_invalid, but it breaks the
+        # schema just the same and would release nothing.
+        broken = [f for f in ("empty_output", "schema_invalid") if f in validation.findings]
+        if broken:
+            raise DomainError(f"The edited output does not match the schema: {validation.details[broken[0]]}")
+    decision = Decision.EDIT if edited else Decision.APPROVE
+    _close(task, user, decision)
+    if edited:
+        task.edited_output = final
+        task.diff = _diff(spec, original, final)
+    track(task, user, decision).save()
+    if submission.state == SubmissionState.ROUTED:
+        submission.transition_to(SubmissionState.APPROVED)
+    audit.record(
+        action="review.edited" if edited else "review.approved",
+        obj=task,
+        actor=user,
+        workflow_version=submission.workflow_version,
+        payload={
+            "submission_id": submission.pk,
+            "draft_id": task.draft_id,
+            "draft_hash": task.draft.content_hash,
+            "final_hash": audit.content_hash(final),
+            "lane": task.lane,
+        },
+    )
+    if not submission.is_released or final != submission.final_output:
+        release(submission, text=final, actor=user, reason=decision)
+    track(submission, user, decision).save()
+    return task
+
+
+@transaction.atomic
+def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> ReviewTask:
+    if reason_code not in RejectReason.values:
+        raise DomainError("Choose a reason for the rejection.")
+    if not reason_text.strip():
+        raise DomainError("Explain the rejection in a sentence.")
+    task, submission = _begin_decision(task_id, user)
+    _close(task, user, Decision.REJECT)
+    task.reason_code, task.reason_text = reason_code, reason_text.strip()
+    track(task, user, "rejected").save()
+    submission.transition_to(SubmissionState.REJECTED)
+    payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code, "reason_text": task.reason_text}
+    if submission.is_released:
+        # An async-review or sampled draft was already out; rejecting it retracts it.
+        submission.retracted_at = timezone.now()
+        payload["retracted"] = True
+    track(submission, user, "rejected").save()
+    audit.record(action="review.rejected", obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
+    if payload.get("retracted"):
+        record_retraction(submission, actor=user, reason="rejected")
+    return task
+
+
+@transaction.atomic
+def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
+    from ..tasks import enqueue_generation
+
+    if not feedback.strip():
+        raise DomainError("Say what the next draft should do differently.")
+    task, submission = _begin_decision(task_id, user)
+    if submission.state != SubmissionState.ROUTED:
+        raise DomainError("Only a draft awaiting review can be sent back for regeneration.")
+    _close(task, user, Decision.REGENERATE)
+    task.reason_text = feedback.strip()
+    track(task, user, "regenerate requested").save()
+    submission.transition_to(SubmissionState.REGENERATING)
+    submission.regenerate_feedback = feedback.strip()
+    # An async-review draft was already out; sending it back withdraws it until the next one.
+    retracted = submission.is_released
+    if retracted:
+        submission.retracted_at = timezone.now()
+    track(submission, user, "regenerate requested").save()
+    audit.record(
+        action="review.regenerate_requested",
+        obj=task,
+        actor=user,
+        workflow_version=submission.workflow_version,
+        payload={
+            "submission_id": submission.pk,
+            "draft_id": task.draft_id,
+            "feedback": feedback.strip(),
+            "retracted": retracted,
+        },
+    )
+    if retracted:
+        record_retraction(submission, actor=user, reason="sent back for regeneration")
+    transaction.on_commit(partial(enqueue_generation, submission.pk))
+    return task
