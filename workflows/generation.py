@@ -11,7 +11,8 @@ from .models import Submission
 def produce_completion(submission: Submission) -> Completion:
     spec = submission.workflow_version.spec
     redaction = pii.redact(spec, submission.data)
-    prompt = render_prompt(spec, redaction.values, feedback=submission.regenerate_feedback)
+    # The reviewer's feedback may quote the real values the reviewer sees; mask those too.
+    prompt = render_prompt(spec, redaction.values, feedback=redaction.mask(submission.regenerate_feedback))
     if client.engine_name() == offline.ENGINE:
         completion = offline.complete(spec, redaction.values, prompt)
     else:

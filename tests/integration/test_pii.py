@@ -2,6 +2,7 @@
 import json
 
 from tests.integration.conftest import submit, unique_marker, wait_routed
+from workflows import services
 from workflows.models import AuditEvent
 
 
@@ -32,3 +33,19 @@ def test_without_pii_fields_nothing_is_redacted(worker, fake_model, demo):
     assert "Acme Bakery" in request["messages"][-1]["content"]
     event = AuditEvent.objects.get(action="draft.generated", object_id=str(submission.latest_draft.pk))
     assert event.payload["pii_redacted_fields"] == []
+
+
+def test_pii_in_free_text_and_in_reviewer_feedback_never_reaches_the_model(worker, fake_model, demo, customer_reply_input):
+    marker = unique_marker()
+    customer_reply_input["complaint"] = f"This is Ann Example, my parcel broke. {marker} [[lane:blocking]]"
+    submission = wait_routed(submit(demo, customer_reply_input).pk)
+    task = submission.review_tasks.get()
+    reviewer = demo.users["reviewer"]
+    services.review_claim(task_id=task.pk, user=reviewer)
+    services.review_regenerate(task_id=task.pk, user=reviewer, feedback="Greet Ann Example by name.")
+    wait_routed(submission.pk, attempt=2)
+
+    first, second = fake_model.calls_for(marker)
+    for request in (first, second):
+        assert "Ann Example" not in json.dumps(request)
+    assert "Greet <CUSTOMER_NAME> by name." in second["messages"][-1]["content"]

@@ -34,3 +34,17 @@ def test_nothing_to_restore_returns_the_answer_untouched(demo_spec):
     redaction = pii.redact(spec, {"business_name": "Acme"})
     assert redaction.placeholders == {}
     assert pii.restore('{"a":  1}', redaction, is_json=True) == '{"a":  1}'
+
+
+def test_pii_values_repeated_in_free_text_are_masked_too(demo_spec, customer_reply_input):
+    customer_reply_input["complaint"] = "Ann Example here; write to ann@example.com. Ann called twice."
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    assert redaction.values["complaint"] == "<CUSTOMER_NAME> here; write to <CUSTOMER_EMAIL>. Ann called twice."
+    assert redaction.mask("Greet Ann Example warmly") == "Greet <CUSTOMER_NAME> warmly"
+
+
+def test_very_short_values_are_not_masked_inside_words(demo_spec, customer_reply_input):
+    customer_reply_input.update(customer_name="Al", complaint="Almost all of it broke.")
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    assert redaction.values["customer_name"] == "<CUSTOMER_NAME>"
+    assert redaction.values["complaint"] == "Almost all of it broke."

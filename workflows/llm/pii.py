@@ -26,6 +26,19 @@ class Redaction:
     def fields(self) -> list[str]:
         return sorted(p.strip("<>").lower() for p in self.placeholders)
 
+    def mask(self, text: str) -> str:
+        """Replace every known pii value inside free text (a complaint that repeats the
+        customer's name, a reviewer's feedback) by its placeholder. Longest values first, so a
+        full name is masked before a part of it."""
+        for token, original in sorted(self.placeholders.items(), key=lambda item: -len(item[1])):
+            if len(original) >= _MIN_MASKED_LENGTH:
+                text = text.replace(original, token)
+        return text
+
+
+# Shorter values ("Al", "x") would mask ordinary words; the field itself is still replaced.
+_MIN_MASKED_LENGTH = 3
+
 
 def placeholder_for(field_name: str) -> str:
     return f"<{field_name.upper()}>"
@@ -40,7 +53,19 @@ def redact(spec: WorkflowDefinition, values: dict[str, Any]) -> Redaction:
             token = placeholder_for(field.name)
             redacted[field.name] = token
             placeholders[token] = as_text(value)
-    return Redaction(values=redacted, placeholders=placeholders)
+    redaction = Redaction(values=redacted, placeholders=placeholders)
+    for name, value in values.items():
+        if redacted[name] is value and placeholders:  # not itself a pii field
+            redacted[name] = _mask_value(value, redaction)
+    return redaction
+
+
+def _mask_value(value: Any, redaction: Redaction) -> Any:
+    if isinstance(value, str):
+        return redaction.mask(value)
+    if isinstance(value, list):
+        return [_mask_value(v, redaction) for v in value]
+    return value
 
 
 def _restore_text(text: str, placeholders: dict[str, str]) -> str:
