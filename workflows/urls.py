@@ -13,6 +13,7 @@ urlpatterns = [
     path("review/", review.review_queue, name="review_queue"),
     path("review/<int:pk>/", review.review_detail, name="review_detail"),
     path("review/<int:pk>/claim/", review.review_claim, name="review_claim"),
+    path("review/<int:pk>/release/", review.review_release, name="review_release"),
     path("review/<int:pk>/approve/", review.review_approve, name="review_approve"),
     path("review/<int:pk>/reject/", review.review_reject, name="review_reject"),
     path("review/<int:pk>/regenerate/", review.review_regenerate, name="review_regenerate"),

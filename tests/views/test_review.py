@@ -254,3 +254,17 @@ def test_a_review_past_its_sla_is_marked_overdue(blocking, reviewer):
     page = Page(reviewer.get("/review/"))
     (mark,) = page.all("span", class_="overdue")
     assert mark.text.endswith("overdue")
+
+
+def test_a_reviewer_can_release_a_claim_back_to_the_queue(blocking, reviewer, client_for):
+    submission, task = blocking
+    reviewer.post(f"/review/{task.pk}/claim/")
+    response = reviewer.post(f"/review/{task.pk}/release/")
+    assert response.status_code == 302
+    task.refresh_from_db()
+    assert (task.claimed_by_id, task.lease_expires_at, task.state) == (None, None, ReviewState.OPEN)
+    assert AuditEvent.objects.filter(action="review.unclaimed", object_id=str(task.pk)).count() == 1
+    # Someone else can take it at once; releasing a review one does not hold is refused.
+    colleague = client_for("dual")
+    assert colleague.post(f"/review/{task.pk}/claim/").status_code == 302
+    assert reviewer.post(f"/review/{task.pk}/release/").status_code == 409

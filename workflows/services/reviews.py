@@ -54,6 +54,28 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
     return task
 
 
+@transaction.atomic
+def review_release(*, task_id: int, user) -> ReviewTask:
+    """Give a claimed review back to the queue before the lease runs out."""
+    task = _locked_task(task_id)
+    _check_reviewer(task, user)
+    if task.state != ReviewState.OPEN:
+        raise DomainError("This review is already closed.")
+    if not task.lease_held_by(user):
+        raise DomainError("You do not hold this review.")
+    task.claimed_by = None
+    task.lease_expires_at = None
+    track(task, user, "released to the queue").save()
+    audit.record(
+        action="review.unclaimed",
+        obj=task,
+        actor=user,
+        workflow_version=task.submission.workflow_version,
+        payload={"submission_id": task.submission_id},
+    )
+    return task
+
+
 def _begin_decision(task_id: int, user) -> tuple[ReviewTask, Submission]:
     task = _locked_task(task_id)
     _check_reviewer(task, user)

@@ -81,6 +81,17 @@ def review_claim(request, pk: int):
     return redirect("review_detail", pk=task.pk) if not request.htmx else review_detail(request, pk)
 
 
+@role_required(REVIEWER)
+@require_POST
+def review_release(request, pk: int):
+    task = selectors.review_task_for(request.user, pk)
+    try:
+        task = services.review_release(task_id=task.pk, user=request.user)
+    except DomainError as exc:
+        return _refuse(request, task, error=str(exc))
+    return _after_decision(request, task, f"Review of submission #{task.submission_id} released to the queue.")
+
+
 def _not_decidable(request, task, forms):
     """Refuse a decision on a review the user does not hold, before validating the form, so
     the answer is a message the page can show (the decision forms appear only after a claim).
