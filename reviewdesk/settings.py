@@ -189,7 +189,7 @@ REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
 # A generation claimed longer ago than this is considered abandoned (worker died) and may be
 # re-claimed by a redelivered task.
 REVIEWDESK_GENERATION_STALE_SECONDS = env_int(
-    "REVIEWDESK_GENERATION_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=10
+    "REVIEWDESK_GENERATION_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=CELERY_TASK_TIME_LIMIT + 30
 )
 
 # A submission still waiting this long after it was saved lost its task (broker down at commit)

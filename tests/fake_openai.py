@@ -10,6 +10,7 @@ form input it submits, exactly as a user would:
   [[lane:blocking]]  low token probabilities       -> blocking_review
   [[invalid]]        output that breaks the JSON schema
   [[down:MODEL]]     MODEL answers HTTP 503 (to exercise the fallback model)
+  [[mangle]]         the greeting's name is re-cased (a placeholder the model altered)
 The reply greets the customer named in "Customer X wrote", so tests can follow a redaction
 placeholder through the model and back.
 """
@@ -62,6 +63,8 @@ class FakeModel:
             # which is a redaction placeholder when the name field is marked pii.
             name = re.search(r"Customer (\S+) wrote", user)
             greeting = name.group(1) if name else "customer"
+            if "[[mangle]]" in user:  # a model that rewrites the placeholder it was given
+                greeting = greeting.title()
             content = json.dumps({"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": "apologetic"})
         tokens = content.split(" ")
         logprob = LOGPROB_BY_LANE[lane]

@@ -16,7 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FIELD_TYPES = ("text", "textarea", "choice", "multichoice", "integer", "decimal", "date", "boolean", "email")
-FINDING_CODES = ("schema_invalid", "pii_in_output", "guardrail", "empty_output", "length_exceeded")
+FINDING_CODES = (
+    "schema_invalid", "pii_in_output", "guardrail", "empty_output", "length_exceeded", "unresolved_placeholder",
+)
 PLACEHOLDER_RE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
 # Anything in double braces: what an author meant as a placeholder, even if misspelt.
 BRACES_RE = re.compile(r"{{.*?}}", re.DOTALL)

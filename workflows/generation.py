@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .llm import client, offline, pii
 from .llm.prompts import render_prompt
-from .llm.types import Completion
+from .llm.types import UNRESOLVED_PLACEHOLDER, Completion
 from .models import Submission
 
 
@@ -19,4 +19,6 @@ def produce_completion(submission: Submission) -> Completion:
         completion = client.complete(spec, prompt)
     completion.content = pii.restore(completion.content, redaction, is_json=spec.output.format == "json")
     completion.redacted_fields = redaction.fields
+    if redaction.unresolved(completion.content):
+        completion.findings.append(UNRESOLVED_PLACEHOLDER)
     return completion

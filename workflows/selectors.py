@@ -90,6 +90,12 @@ def queue_counts(user) -> dict[str, int]:
     return counts
 
 
+def submission_still_open(submission: Submission) -> bool:
+    """Can anything still change what the submitter sees? (An auto-approved draft drawn for
+    the audit sample is approved, but its reviewer may still retract it.)"""
+    return not submission.is_terminal or submission.review_tasks.filter(state=ReviewState.OPEN).exists()
+
+
 def decisions_for_submission(submission: Submission) -> QuerySet[ReviewTask]:
     """The closed reviews of one submission, oldest first (the caller has scoped it)."""
     return submission.review_tasks.filter(state=ReviewState.DONE).select_related("decided_by").order_by("decided_at")

@@ -58,6 +58,7 @@ def requeue_stalled_generations() -> int:
     ids = selectors.stalled_generation_ids()
     for submission_id in ids:
         generate_draft.delay(submission_id)
+    services.generation_requeued(submission_ids=ids)
     if ids:
         log.info("requeued generation for %d stalled submissions", len(ids))
     return len(ids)

@@ -49,3 +49,12 @@ def test_pii_in_free_text_and_in_reviewer_feedback_never_reaches_the_model(worke
     for request in (first, second):
         assert "Ann Example" not in json.dumps(request)
     assert "Greet <CUSTOMER_NAME> by name." in second["messages"][-1]["content"]
+
+
+def test_an_answer_with_a_mangled_placeholder_is_held_for_review(worker, fake_model, demo, customer_reply_input):
+    customer_reply_input["complaint"] = f"Broken parcel. {unique_marker()} [[lane:auto]] [[mangle]]"
+    submission = wait_routed(submit(demo, customer_reply_input).pk)
+    draft = submission.latest_draft
+    assert "<Customer_Name>" in draft.content
+    assert "unresolved_placeholder" in draft.findings
+    assert submission.lane == "blocking_review" and not submission.is_released

@@ -64,6 +64,9 @@ def test_a_broker_outage_at_commit_loses_nothing_and_the_sweep_sends_it(
     Submission.objects.filter(pk=submission.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
     assert tasks.requeue_stalled_generations.run() == 1
     assert sent == [submission.pk]
+    # Re-sent once per grace period, not every minute while the worker is busy.
+    assert tasks.requeue_stalled_generations.run() == 0
+    assert sent == [submission.pk]
 
 
 def test_the_sweep_gets_a_lost_task_generated_by_the_real_worker(worker, fake_model, demo, customer_reply_input, monkeypatch):

@@ -173,3 +173,8 @@ def test_score_is_within_unit_interval(demo_spec):
         assert 0.0 <= value <= 1.0
     assert _score(demo_spec(), hint=1.7)[0] == 1.0
     assert _score(demo_spec(), hint=-0.2)[0] == 0.0
+
+
+def test_json_nested_deeper_than_the_parser_can_go_is_a_finding_not_a_crash(demo_spec):
+    validation = validate_output(demo_spec(), "[" * 100_000)
+    assert validation.findings == ["schema_invalid"] and validation.parsed is None

@@ -48,3 +48,18 @@ def test_very_short_values_are_not_masked_inside_words(demo_spec, customer_reply
     redaction = pii.redact(demo_spec(), customer_reply_input)
     assert redaction.values["customer_name"] == "<CUSTOMER_NAME>"
     assert redaction.values["complaint"] == "Almost all of it broke."
+
+
+def test_masking_is_whole_word_and_case_insensitive(demo_spec, customer_reply_input):
+    customer_reply_input.update(customer_name="Ann", complaint="Annual fee charged; ann and ANN both complained.")
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    assert redaction.values["complaint"] == "Annual fee charged; <CUSTOMER_NAME> and <CUSTOMER_NAME> both complained."
+
+
+def test_a_placeholder_the_model_mangled_is_reported(demo_spec, customer_reply_input):
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    restored = pii.restore('{"reply": "Dear <Customer_Name>", "tone": "neutral"}', redaction, is_json=True)
+    assert redaction.unresolved(restored) == ["CUSTOMER_NAME"]
+    clean = pii.restore('{"reply": "Dear <CUSTOMER_NAME>", "<CUSTOMER_NAME>": 1}', redaction, is_json=True)
+    assert redaction.unresolved(clean) == []
+    assert json.loads(clean) == {"reply": "Dear Ann Example", "Ann Example": 1}

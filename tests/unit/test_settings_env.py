@@ -121,3 +121,10 @@ def test_development_default_starts_without_a_key():
     proc = _start(DJANGO_DEBUG="true")
     assert proc.returncode == 0, proc.stderr
     assert "DEBUG True" in proc.stdout
+
+
+def test_a_stale_limit_shorter_than_the_task_time_limit_is_refused():
+    # Otherwise the sweep would take over generations that are still running.
+    proc = _start(REVIEWDESK_TASK_TIME_LIMIT="300", REVIEWDESK_GENERATION_STALE_SECONDS="60")
+    assert proc.returncode != 0
+    assert "REVIEWDESK_GENERATION_STALE_SECONDS=60 must be at least 330" in proc.stderr

@@ -153,3 +153,14 @@ def test_a_released_json_output_reads_as_labelled_fields(people, routed, client_
     assert '<dl class="output-fields">' in body
     assert "<dt>Reply</dt>" in body and "<dt>Tone</dt>" in body
     assert "<summary>As JSON</summary>" in body
+
+
+def test_the_submitter_sees_a_decision_but_not_the_reviewers_words_about_the_draft(people, routed, client_for):
+    submission = routed(people["submitter"])
+    task = ReviewTask.objects.get(submission=submission)
+    services.review_claim(task_id=task.pk, user=people["reviewer_a"])
+    services.review_regenerate(task_id=task.pk, user=people["reviewer_a"], feedback="The draft says SECRET-QUOTE.")
+    as_submitter = client_for("submitter").get(f"/submissions/{submission.pk}/").content.decode()
+    assert "Regenerate" in as_submitter and "SECRET-QUOTE" not in as_submitter
+    as_reviewer = client_for("reviewer_a").get(f"/submissions/{submission.pk}/").content.decode()
+    assert "SECRET-QUOTE" in as_reviewer

@@ -56,9 +56,10 @@ def validate_output(spec: WorkflowDefinition, content: str) -> Validation:
             result.findings.append("schema_invalid")
             result.details["schema_invalid"] = f"not JSON: {exc.msg} at position {exc.pos}"
             return result
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack (e.g. "[" * 100000).
             result.findings.append("schema_invalid")
-            result.details["schema_invalid"] = f"not JSON: {exc}"
+            result.details["schema_invalid"] = f"not JSON: {type(exc).__name__}" if isinstance(exc, RecursionError) else f"not JSON: {exc}"
             return result
         if not _all_finite(result.parsed):
             # 1e400 parses to inf, which no JSON column (nor any reader) accepts.

@@ -10,6 +10,7 @@ this with the same placeholders.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,20 @@ class Redaction:
 
     def mask(self, text: str) -> str:
         """Replace every known pii value inside free text (a complaint that repeats the
-        customer's name, a reviewer's feedback) by its placeholder. Longest values first, so a
-        full name is masked before a part of it."""
+        customer's name, a reviewer's feedback) by its placeholder: as a whole word, in any
+        case ("ann" too, but not "Annual"), longest values first so a full name is masked
+        before a part of it."""
         for token, original in sorted(self.placeholders.items(), key=lambda item: -len(item[1])):
             if len(original) >= _MIN_MASKED_LENGTH:
-                text = text.replace(original, token)
+                pattern = r"(?<!\w)" + re.escape(original) + r"(?!\w)"
+                text = re.sub(pattern, token, text, flags=re.IGNORECASE)
         return text
+
+    def unresolved(self, text: str) -> list[str]:
+        """Placeholders still in the answer after restoring: the model altered one (changed
+        its case, used it as a key). Such an answer must not go out unreviewed."""
+        names = [token.strip("<>") for token in self.placeholders]
+        return sorted({n for n in names if re.search(re.escape(n), text, flags=re.IGNORECASE)})
 
 
 # Shorter values ("Al", "x") would mask ordinary words; the field itself is still replaced.
@@ -80,7 +89,7 @@ def _restore_json(value: Any, placeholders: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_restore_json(v, placeholders) for v in value]
     if isinstance(value, dict):
-        return {k: _restore_json(v, placeholders) for k, v in value.items()}
+        return {_restore_text(k, placeholders): _restore_json(v, placeholders) for k, v in value.items()}
     return value
 
 
@@ -96,7 +105,7 @@ def restore(content: str, redaction: Redaction, *, is_json: bool) -> str:
     if is_json:
         try:
             document = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):
             return _restore_text(content, redaction.placeholders)
         return json.dumps(_restore_json(document, redaction.placeholders), ensure_ascii=False)
     return _restore_text(content, redaction.placeholders)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from .. import audit
 from ..definitions import WorkflowDefinition
 from ..llm import confidence
-from ..llm.types import Completion, ModelFailure
+from ..llm.types import UNRESOLVED_PLACEHOLDER, Completion, ModelFailure
 from ..models import Draft, Lane, LLMCall, ReviewTask, Submission, SubmissionState, WorkflowVersion
 from ..roles import system_user
 from ..routing import route, sample_draw_for
@@ -52,6 +52,18 @@ def submission_create(*, version: WorkflowVersion, user, data: dict[str, Any], i
             raise
         return existing
     return submission
+
+
+def generation_requeued(*, submission_ids: list[int]) -> None:
+    """Note that the sweep re-sent these, so the next sweep waits another grace period
+    instead of queueing a message every minute while the worker is busy.
+
+    A timestamp nudge, not a domain change: a plain UPDATE without a history row. Claims that
+    are being taken over keep their start time, or the re-sent task would find them fresh.
+    """
+    Submission.objects.filter(
+        pk__in=submission_ids, state__in=[SubmissionState.SUBMITTED, SubmissionState.REGENERATING]
+    ).update(updated_at=timezone.now())
 
 
 @transaction.atomic
@@ -128,6 +140,9 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
     completion.content = completion.content.replace("\x00", "\ufffd")
     validation = confidence.validate_output(spec, completion.content)
     validation.parsed = _without_nul(validation.parsed)
+    for finding in completion.findings:
+        validation.findings.append(finding)
+        validation.details[finding] = "a redaction placeholder is still in the answer"
     score, components = confidence.score(completion, validation)
     components["validator_details"] = validation.details
     policy = spec.routing
@@ -136,7 +151,7 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
         validation.findings,
         auto_approve_at=policy.auto_approve_at,
         block_below=policy.block_below,
-        always_block_on=policy.always_block_on,
+        always_block_on=[*policy.always_block_on, UNRESOLVED_PLACEHOLDER],
         audit_sample_rate=policy.audit_sample_rate,
         sample_draw=sample_draw_for(submission.pk, attempt),
     )

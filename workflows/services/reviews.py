@@ -108,7 +108,7 @@ def _same_output(spec: WorkflowDefinition, original: str, candidate: str) -> boo
     try:
         # Compared as canonical text, not with ==, for which 1 == 1.0 == true.
         return audit.canonical_json(json.loads(candidate)) == audit.canonical_json(json.loads(original))
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -119,7 +119,7 @@ def _diff(spec: WorkflowDefinition, original: str, final: str) -> str:
     if spec.output.format == "json":
         try:
             original, final = (json.dumps(json.loads(t), indent=2, sort_keys=True, ensure_ascii=False) for t in (original, final))
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return "\n".join(difflib.unified_diff(original.splitlines(), final.splitlines(), "draft", "approved", lineterm=""))
 

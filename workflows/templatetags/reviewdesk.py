@@ -20,7 +20,7 @@ def pretty_json(text):
     """Indent a JSON draft for reading; non-JSON text is returned unchanged."""
     try:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return text
 
 
@@ -57,7 +57,7 @@ def output_fields(text):
     None when the output is not a JSON object (the template then shows it as text)."""
     try:
         document = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None

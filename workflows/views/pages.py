@@ -127,6 +127,7 @@ def submission_detail(request, pk: int):
         "can_see_drafts": can_see_drafts,
         "events": selectors.audit_events_for_submission(request.user, submission),
         "decisions": selectors.decisions_for_submission(submission),
+        "still_open": selectors.submission_still_open(submission),
         "fields": submission.workflow_version.spec.form.all_fields(),
     }
     return render_page(request, "workflows/submission_detail.html", context, partial="status")

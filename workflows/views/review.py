@@ -33,6 +33,7 @@ def review_queue(request):
 def _detail_context(request, task, **forms):
     draft = task.draft
     submission = task.submission
+    is_json = task.submission.workflow_version.spec.output.format == "json"
     context = {
         "task": task,
         "submission": submission,
@@ -41,7 +42,8 @@ def _detail_context(request, task, **forms):
         "fields": submission.workflow_version.spec.form.all_fields(),
         "holds_lease": task.lease_held_by(request.user),
         # JSON drafts are offered indented for editing; re-indenting alone is not an edit.
-        "approve_form": forms.get("approve_form") or ApproveForm(initial={"edited_output": pretty_json(draft.content)}),
+        "approve_form": forms.get("approve_form")
+        or ApproveForm(initial={"edited_output": pretty_json(draft.content) if is_json else draft.content}),
         "reject_form": forms.get("reject_form") or RejectForm(),
         "regenerate_form": forms.get("regenerate_form") or RegenerateForm(),
         "error": forms.get("error"),
