@@ -26,19 +26,21 @@ def _check_reviewer(task: ReviewTask, user) -> None:
         raise DomainError("You are not a reviewer of this workflow.")
 
 
-def _locked_task(task_id: int) -> ReviewTask:
-    return ReviewTask.objects.select_for_update(of=("self",)).select_related("submission__workflow_version__workflow").get(
+def _open_task(task_id: int, user) -> ReviewTask:
+    """Lock an open review task this user may work on, or refuse."""
+    task = ReviewTask.objects.select_for_update(of=("self",)).select_related("submission__workflow_version__workflow").get(
         pk=task_id
     )
+    _check_reviewer(task, user)
+    if task.state != ReviewState.OPEN:
+        raise DomainError("This review is already closed.")
+    return task
 
 
 @transaction.atomic
 def review_claim(*, task_id: int, user) -> ReviewTask:
     """Take (or renew) the lease on a review task."""
-    task = _locked_task(task_id)
-    _check_reviewer(task, user)
-    if task.state != ReviewState.OPEN:
-        raise DomainError("This review is already closed.")
+    task = _open_task(task_id, user)
     if task.lease_active and task.claimed_by_id != user.pk:
         raise DomainError(f"This review is claimed by {task.claimed_by} until {task.lease_expires_at:%H:%M} UTC.")
     task.claimed_by = user
@@ -57,10 +59,7 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
 @transaction.atomic
 def review_release(*, task_id: int, user) -> ReviewTask:
     """Give a claimed review back to the queue before the lease runs out."""
-    task = _locked_task(task_id)
-    _check_reviewer(task, user)
-    if task.state != ReviewState.OPEN:
-        raise DomainError("This review is already closed.")
+    task = _open_task(task_id, user)
     if not task.lease_held_by(user):
         raise DomainError("You do not hold this review.")
     task.claimed_by = None
@@ -77,10 +76,7 @@ def review_release(*, task_id: int, user) -> ReviewTask:
 
 
 def _begin_decision(task_id: int, user) -> tuple[ReviewTask, Submission]:
-    task = _locked_task(task_id)
-    _check_reviewer(task, user)
-    if task.state != ReviewState.OPEN:
-        raise DomainError("This review is already closed.")
+    task = _open_task(task_id, user)
     if not task.lease_held_by(user):
         raise DomainError("Claim this review first; your lease may have expired.")
     submission = Submission.objects.select_for_update().get(pk=task.submission_id)
