@@ -69,10 +69,6 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=64)
 
 
-class ClaimForm(forms.Form):
-    pass
-
-
 class ApproveForm(forms.Form):
     # strip=False: whitespace the reviewer did not touch must not count as an edit.
     edited_output = forms.CharField(

@@ -19,6 +19,6 @@ def produce_completion(submission: Submission) -> Completion:
         completion = client.complete(spec, prompt)
     completion.content = pii.restore(completion.content, redaction, is_json=spec.output.format == "json")
     completion.redacted_fields = redaction.fields
-    if redaction.unresolved(completion.content):
-        completion.findings.append(UNRESOLVED_PLACEHOLDER)
+    if unresolved := redaction.unresolved(completion.content):
+        completion.findings[UNRESOLVED_PLACEHOLDER] = f"placeholders left in the answer: {', '.join(unresolved)}"
     return completion

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 from simple_history.models import HistoricalRecords
 
 
@@ -66,8 +67,10 @@ class WorkflowVersion(models.Model):
     def delete(self, *args, **kwargs):
         raise DomainError("A published workflow version cannot be deleted.")
 
-    @property
+    @cached_property
     def spec(self):
+        # Parsed once per instance: a version is immutable, and views, templates and the
+        # generation task all ask for it several times.
         from .definitions import parse_definition
 
         return parse_definition(self.definition)

@@ -1,10 +1,16 @@
 """The routing policy: a pure function from (score, findings, policy) to a lane."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable
 
+from .llm.types import UNRESOLVED_PLACEHOLDER
 from .models import Lane
+
+# Findings that block whatever a workflow's policy lists: an answer with a redaction
+# placeholder still in it would go out saying "<CUSTOMER_NAME>".
+ALWAYS_BLOCKING = frozenset({UNRESOLVED_PLACEHOLDER})
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ def route(
     ``sample_draw`` is a number in [0, 1) supplied by the caller (derived from the submission
     id) so that this function stays pure and the audit sample is reproducible.
     """
-    hard = sorted(set(findings) & set(always_block_on))
+    hard = sorted(set(findings) & (set(always_block_on) | ALWAYS_BLOCKING))
     if hard:
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"hard finding: {', '.join(hard)}")
     if score < block_below:
@@ -49,7 +55,5 @@ def route(
 
 def sample_draw_for(submission_id: int, attempt: int) -> float:
     """A reproducible pseudo-random draw in [0, 1) for the audit sample."""
-    import hashlib
-
     digest = hashlib.sha256(f"audit-sample:{submission_id}:{attempt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64

@@ -8,12 +8,12 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, SubmissionState, Workflow, WorkflowVersion
+from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, SubmissionState, Workflow
 from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
 
 
-def _reviewable_workflows_q(user, prefix: str = "") -> Q:
-    return Q(**{f"{prefix}reviewer_groups__in": user.groups.all()})
+def _reviewable_workflows_q(user) -> Q:
+    return Q(reviewer_groups__in=user.groups.all())
 
 
 def workflows_for_submitter(user) -> QuerySet[Workflow]:
@@ -33,10 +33,6 @@ def workflows_for_admin(user) -> QuerySet[Workflow]:
     return Workflow.objects.prefetch_related("versions", "reviewer_groups").order_by("name")
 
 
-def current_version(workflow: Workflow) -> WorkflowVersion:
-    return workflow.versions.order_by("-number").first()
-
-
 def submissions_for(user) -> QuerySet[Submission]:
     """Compliance sees all; a reviewer sees their workflows' submissions; anyone sees their own.
 
@@ -53,7 +49,7 @@ def submissions_for(user) -> QuerySet[Submission]:
 
 
 def own_submissions(user) -> QuerySet[Submission]:
-    return Submission.objects.select_related("workflow_version__workflow").filter(submitted_by=user)
+    return Submission.objects.select_related("workflow_version__workflow", "submitted_by").filter(submitted_by=user)
 
 
 def submission_for(user, pk: int) -> Submission:

@@ -63,3 +63,9 @@ def test_a_placeholder_the_model_mangled_is_reported(demo_spec, customer_reply_i
     clean = pii.restore('{"reply": "Dear <CUSTOMER_NAME>", "<CUSTOMER_NAME>": 1}', redaction, is_json=True)
     assert redaction.unresolved(clean) == []
     assert json.loads(clean) == {"reply": "Dear Ann Example", "Ann Example": 1}
+
+
+def test_a_field_name_used_as_an_ordinary_output_key_is_not_a_left_placeholder(demo_spec, customer_reply_input):
+    redaction = pii.redact(demo_spec(), customer_reply_input)
+    assert redaction.unresolved('{"customer_name": "Ann Example"}') == []
+    assert redaction.unresolved("Dear [customer_name],") == ["CUSTOMER_NAME"]

@@ -134,3 +134,12 @@ def test_sample_draw_is_stable_across_processes():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
                          cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert float(out.stdout.strip().splitlines()[-1]) == sample_draw_for(42, 3)
+
+
+def test_an_unresolved_placeholder_blocks_even_when_the_policy_does_not_list_it():
+    from workflows.llm.types import UNRESOLVED_PLACEHOLDER
+
+    decision = route(1.0, [UNRESOLVED_PLACEHOLDER], auto_approve_at=0.9, block_below=0.6,
+                     always_block_on=[], audit_sample_rate=0.0, sample_draw=0.5)
+    assert decision.lane == Lane.BLOCKING_REVIEW
+    assert UNRESOLVED_PLACEHOLDER in decision.reason

@@ -82,3 +82,19 @@ def test_workflow_admins_see_every_workflow_with_its_current_version(client_for,
     for slug in ("customer-reply", "compliance-report", "underwriting-memo"):
         assert f"<code>{slug}</code>" in text
     assert Page(client_for("submitter").get("/")).by_id("admin-workflows") is None
+
+
+def test_the_home_page_query_count_does_not_grow_with_submissions(client_for, people, routed):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries():
+        with CaptureQueriesContext(connection) as ctx:
+            assert client_for("submitter").get("/").status_code == 200
+        return len(ctx.captured_queries)
+
+    routed(people["submitter"])
+    one = queries()
+    for _ in range(4):
+        routed(people["submitter"])
+    assert queries() == one

@@ -25,6 +25,10 @@ class Validation:
     findings: list[str] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
 
+    def add(self, code: str, detail: str) -> None:
+        self.findings.append(code)
+        self.details[code] = detail
+
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
@@ -43,36 +47,33 @@ def _all_finite(value: Any) -> bool:
 def validate_output(spec: WorkflowDefinition, content: str) -> Validation:
     result = Validation()
     if not content.strip():
-        result.findings.append("empty_output")
-        result.details["empty_output"] = "the model returned no text"
+        result.add("empty_output", "the model returned no text")
         return result
     if spec.output.max_chars and len(content) > spec.output.max_chars:
-        result.findings.append("length_exceeded")
-        result.details["length_exceeded"] = f"{len(content)} characters > {spec.output.max_chars}"
+        result.add("length_exceeded", f"{len(content)} characters > {spec.output.max_chars}")
     if spec.output.format == "json":
         try:
             result.parsed = json.loads(content, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
-            result.findings.append("schema_invalid")
-            result.details["schema_invalid"] = f"not JSON: {exc.msg} at position {exc.pos}"
+            result.add("schema_invalid", f"not JSON: {exc.msg} at position {exc.pos}")
             return result
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: nesting deeper than the parser's stack (e.g. "[" * 100000).
-            result.findings.append("schema_invalid")
-            result.details["schema_invalid"] = f"not JSON: {type(exc).__name__}" if isinstance(exc, RecursionError) else f"not JSON: {exc}"
+        except RecursionError:
+            # Nesting deeper than the parser's stack (e.g. "[" * 100000).
+            result.add("schema_invalid", "not JSON: nested too deeply")
+            return result
+        except ValueError as exc:  # NaN / Infinity, refused by _refuse_constant
+            result.add("schema_invalid", f"not JSON: {exc}")
             return result
         if not _all_finite(result.parsed):
             # 1e400 parses to inf, which no JSON column (nor any reader) accepts.
             result.parsed = None
-            result.findings.append("schema_invalid")
-            result.details["schema_invalid"] = "a number is too large to represent"
+            result.add("schema_invalid", "a number is too large to represent")
             return result
         validator = jsonschema.Draft202012Validator(spec.output.json_schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(result.parsed))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            result.findings.append("schema_invalid")
-            result.details["schema_invalid"] = f"{where}: {error.message}"
+            result.add("schema_invalid", f"{where}: {error.message}")
     return result
 
 

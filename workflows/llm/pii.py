@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..definitions import WorkflowDefinition
+from ..jsonvalues import map_strings
 from .prompts import as_text
 
 
@@ -42,7 +43,10 @@ class Redaction:
         """Placeholders still in the answer after restoring: the model altered one (changed
         its case, used it as a key). Such an answer must not go out unreviewed."""
         names = [token.strip("<>") for token in self.placeholders]
-        return sorted({n for n in names if re.search(re.escape(n), text, flags=re.IGNORECASE)})
+        # A placeholder's shape in any case or bracket ("<Customer_Name>", "[CUSTOMER_NAME]"),
+        # not the bare name, which an output key may legitimately share.
+        found = {n for n in names if re.search(r"[<\[{]\s*" + re.escape(n) + r"\s*[>\]}]", text, re.IGNORECASE)}
+        return sorted(found)
 
 
 # Shorter values ("Al", "x") would mask ordinary words; the field itself is still replaced.
@@ -65,32 +69,14 @@ def redact(spec: WorkflowDefinition, values: dict[str, Any]) -> Redaction:
     redaction = Redaction(values=redacted, placeholders=placeholders)
     for name, value in values.items():
         if redacted[name] is value and placeholders:  # not itself a pii field
-            redacted[name] = _mask_value(value, redaction)
+            redacted[name] = map_strings(value, redaction.mask)
     return redaction
-
-
-def _mask_value(value: Any, redaction: Redaction) -> Any:
-    if isinstance(value, str):
-        return redaction.mask(value)
-    if isinstance(value, list):
-        return [_mask_value(v, redaction) for v in value]
-    return value
 
 
 def _restore_text(text: str, placeholders: dict[str, str]) -> str:
     for token, original in placeholders.items():
         text = text.replace(token, original)
     return text
-
-
-def _restore_json(value: Any, placeholders: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return _restore_text(value, placeholders)
-    if isinstance(value, list):
-        return [_restore_json(v, placeholders) for v in value]
-    if isinstance(value, dict):
-        return {_restore_text(k, placeholders): _restore_json(v, placeholders) for k, v in value.items()}
-    return value
 
 
 def restore(content: str, redaction: Redaction, *, is_json: bool) -> str:
@@ -107,5 +93,6 @@ def restore(content: str, redaction: Redaction, *, is_json: bool) -> str:
             document = json.loads(content)
         except (ValueError, RecursionError):
             return _restore_text(content, redaction.placeholders)
-        return json.dumps(_restore_json(document, redaction.placeholders), ensure_ascii=False)
+        restored = map_strings(document, lambda text: _restore_text(text, redaction.placeholders))
+        return json.dumps(restored, ensure_ascii=False)
     return _restore_text(content, redaction.placeholders)

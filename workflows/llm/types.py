@@ -17,11 +17,11 @@ class Completion:
     certainty_hint: float | None = None  # offline engine only: its own heuristic certainty
     failures: list["ModelFailure"] = field(default_factory=list)  # models tried before this one
     redacted_fields: list[str] = field(default_factory=list)  # pii fields the model never saw
-    findings: list[str] = field(default_factory=list)  # found before validation (see generation)
+    # Findings made before validation (code -> detail), e.g. by PII restoration in generation.
+    findings: dict[str, str] = field(default_factory=dict)
 
 
-# A redaction placeholder the model mangled is still in the answer. Always a hard block,
-# whatever the workflow's policy says: the output would go out with "<CUSTOMER_NAME>" in it.
+# A redaction placeholder the model mangled is still in the answer (routing.ALWAYS_BLOCKING).
 UNRESOLVED_PLACEHOLDER = "unresolved_placeholder"
 
 

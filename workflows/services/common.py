@@ -27,9 +27,13 @@ def release(submission: Submission, *, text: str, actor, reason: str) -> None:
     )
 
 
-def record_retraction(submission: Submission, *, actor, reason: str) -> None:
-    """A released output was withdrawn: its own event, so an export filtered on output.*
-    shows every release and every withdrawal."""
+def retract_if_released(submission: Submission, *, actor, reason: str) -> bool:
+    """Withdraw an output that is already out (an async-review or audit-sampled draft that is
+    rejected or sent back). Its own event, so an export filtered on output.* shows every
+    release and every withdrawal. Returns whether anything was withdrawn."""
+    if not submission.is_released:
+        return False
+    submission.retracted_at = timezone.now()
     audit.record(
         action="output.retracted",
         obj=submission,
@@ -37,3 +41,4 @@ def record_retraction(submission: Submission, *, actor, reason: str) -> None:
         workflow_version=submission.workflow_version,
         payload={"output_hash": audit.content_hash(submission.final_output), "reason": reason},
     )
+    return True

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from .. import audit
 from ..definitions import WorkflowDefinition
+from ..jsonvalues import map_strings
 from ..llm import confidence
-from ..llm.types import UNRESOLVED_PLACEHOLDER, Completion, ModelFailure
+from ..llm.types import Completion, ModelFailure
 from ..models import Draft, Lane, LLMCall, ReviewTask, Submission, SubmissionState, WorkflowVersion
 from ..roles import system_user
 from ..routing import route, sample_draw_for
@@ -113,14 +114,8 @@ def _record_failed_calls(submission: Submission, attempt: int, engine: str, fail
     )
 
 
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    return value
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
 
 
 @transaction.atomic
@@ -137,12 +132,11 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
     system = system_user()
     # PostgreSQL text and jsonb cannot hold NUL; a model can emit one, raw or as \u0000 in
     # JSON. Keep the rest of the answer.
-    completion.content = completion.content.replace("\x00", "\ufffd")
+    completion.content = _without_nul(completion.content)
     validation = confidence.validate_output(spec, completion.content)
-    validation.parsed = _without_nul(validation.parsed)
-    for finding in completion.findings:
-        validation.findings.append(finding)
-        validation.details[finding] = "a redaction placeholder is still in the answer"
+    validation.parsed = map_strings(validation.parsed, _without_nul)
+    for code, detail in completion.findings.items():
+        validation.add(code, detail)
     score, components = confidence.score(completion, validation)
     components["validator_details"] = validation.details
     policy = spec.routing
@@ -151,7 +145,7 @@ def draft_record(*, submission_id: int, attempt: int, completion: Completion) ->
         validation.findings,
         auto_approve_at=policy.auto_approve_at,
         block_below=policy.block_below,
-        always_block_on=[*policy.always_block_on, UNRESOLVED_PLACEHOLDER],
+        always_block_on=policy.always_block_on,
         audit_sample_rate=policy.audit_sample_rate,
         sample_draw=sample_draw_for(submission.pk, attempt),
     )
@@ -251,10 +245,10 @@ def generation_fail(*, submission_id: int, attempt: int, reason: str, failures: 
     if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
         return
     system = system_user()
-    error = reason
-    _record_failed_calls(submission, attempt, "openai", list(failures))
+    # Failures come only from the provider client; the offline engine cannot fail this way.
+    _record_failed_calls(submission, attempt, "openai", failures)
     submission.transition_to(SubmissionState.FAILED)
-    submission.failure_reason = error[:4000]
+    submission.failure_reason = reason[:4000]
     submission.generation_started_at = None
     track(submission, system, "generation failed").save()
     audit.record(
@@ -262,5 +256,5 @@ def generation_fail(*, submission_id: int, attempt: int, reason: str, failures: 
         obj=submission,
         actor=system,
         workflow_version=submission.workflow_version,
-        payload={"attempt": attempt, "error": error[:1000]},
+        payload={"attempt": attempt, "error": reason[:1000]},
     )

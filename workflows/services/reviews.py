@@ -15,7 +15,7 @@ from ..definitions import WorkflowDefinition
 from ..llm import confidence
 from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
 from ..roles import group_names
-from .common import record_retraction, release, track
+from .common import release, retract_if_released, track
 
 
 def _check_reviewer(task: ReviewTask, user) -> None:
@@ -126,17 +126,15 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     task, submission = _begin_decision(task_id, user)
     original = task.draft.content
     spec = submission.workflow_version.spec
-    edited = edited_output is not None and not _same_output(spec, original, edited_output.replace("\r\n", "\n"))
-    final = edited_output.replace("\r\n", "\n") if edited else original
+    candidate = edited_output.replace("\r\n", "\n") if edited_output is not None else original
+    edited = not _same_output(spec, original, candidate)
+    final = candidate if edited else original
     if edited and not final.strip():
         raise DomainError("The edited output is empty; approve the draft unchanged or reject it.")
     if edited and spec.output.format == "json":
         validation = confidence.validate_output(spec, final)
-        # An empty edit is reported as empty_output, not schema_invalid, but it breaks the
-        # schema just the same and would release nothing.
-        broken = [f for f in ("empty_output", "schema_invalid") if f in validation.findings]
-        if broken:
-            raise DomainError(f"The edited output does not match the schema: {validation.details[broken[0]]}")
+        if "schema_invalid" in validation.findings:
+            raise DomainError(f"The edited output does not match the schema: {validation.details['schema_invalid']}")
     decision = Decision.EDIT if edited else Decision.APPROVE
     _close(task, user, decision)
     if edited:
@@ -177,13 +175,10 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
     submission.transition_to(SubmissionState.REJECTED)
     payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code, "reason_text": task.reason_text}
     if submission.is_released:
-        # An async-review or sampled draft was already out; rejecting it retracts it.
-        submission.retracted_at = timezone.now()
         payload["retracted"] = True
-    track(submission, user, "rejected").save()
     audit.record(action="review.rejected", obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
-    if payload.get("retracted"):
-        record_retraction(submission, actor=user, reason="rejected")
+    retract_if_released(submission, actor=user, reason="rejected")
+    track(submission, user, "rejected").save()
     return task
 
 
@@ -191,21 +186,17 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
 def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
     from ..tasks import enqueue_generation
 
-    if not feedback.strip():
+    feedback = feedback.strip()
+    if not feedback:
         raise DomainError("Say what the next draft should do differently.")
     task, submission = _begin_decision(task_id, user)
     if submission.state != SubmissionState.ROUTED:
         raise DomainError("Only a draft awaiting review can be sent back for regeneration.")
     _close(task, user, Decision.REGENERATE)
-    task.reason_text = feedback.strip()
+    task.reason_text = feedback
     track(task, user, "regenerate requested").save()
     submission.transition_to(SubmissionState.REGENERATING)
-    submission.regenerate_feedback = feedback.strip()
-    # An async-review draft was already out; sending it back withdraws it until the next one.
-    retracted = submission.is_released
-    if retracted:
-        submission.retracted_at = timezone.now()
-    track(submission, user, "regenerate requested").save()
+    submission.regenerate_feedback = feedback
     audit.record(
         action="review.regenerate_requested",
         obj=task,
@@ -214,11 +205,12 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
         payload={
             "submission_id": submission.pk,
             "draft_id": task.draft_id,
-            "feedback": feedback.strip(),
-            "retracted": retracted,
+            "feedback": feedback,
+            "retracted": submission.is_released,
         },
     )
-    if retracted:
-        record_retraction(submission, actor=user, reason="sent back for regeneration")
+    # A released async draft is withdrawn until the next one is reviewed.
+    retract_if_released(submission, actor=user, reason="sent back for regeneration")
+    track(submission, user, "regenerate requested").save()
     transaction.on_commit(partial(enqueue_generation, submission.pk))
     return task

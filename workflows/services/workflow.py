@@ -24,7 +24,7 @@ def workflow_publish(*, spec: WorkflowDefinition, source_yaml: str = "", actor=N
     workflow, _ = Workflow.objects.select_for_update().get_or_create(
         slug=spec.slug, defaults={"name": spec.name, "description": spec.description}
     )
-    current = workflow.versions.order_by("-number").first()
+    current = workflow.current_version
     if current is not None and current.definition_hash == digest:
         return current, False
     workflow.name, workflow.description = spec.name, spec.description

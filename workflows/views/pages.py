@@ -50,7 +50,7 @@ def _raw_from_post(post, form_class) -> dict:
 @require_http_methods(["GET", "POST"])
 def submission_new(request, slug: str, step: int = 1):
     workflow = selectors.workflow_for_submitter(request.user, slug)
-    version = selectors.current_version(workflow)
+    version = workflow.current_version
     spec = version.spec
     steps = spec.form.steps
     if not 1 <= step <= len(steps):

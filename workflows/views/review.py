@@ -33,13 +33,14 @@ def review_queue(request):
 def _detail_context(request, task, **forms):
     draft = task.draft
     submission = task.submission
-    is_json = task.submission.workflow_version.spec.output.format == "json"
+    spec = submission.workflow_version.spec
+    is_json = spec.output.format == "json"
     context = {
         "task": task,
         "submission": submission,
         "draft": draft,
-        "spec": submission.workflow_version.spec,
-        "fields": submission.workflow_version.spec.form.all_fields(),
+        "spec": spec,
+        "fields": spec.form.all_fields(),
         "holds_lease": task.lease_held_by(request.user),
         # JSON drafts are offered indented for editing; re-indenting alone is not an edit.
         "approve_form": forms.get("approve_form")
