@@ -166,6 +166,14 @@ else:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+# Django's cache: Redis when configured (shared by every worker: the draft cache, circuit
+# breakers, parameter memory), process memory for the embedded default.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "drafts": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "reviewdesk"}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "drafts"},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -184,7 +192,13 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "") or None
 REVIEWDESK_DEFAULT_MODEL = env_str("REVIEWDESK_DEFAULT_MODEL", "gpt-4o-mini")
 REVIEWDESK_LLM_TIMEOUT = env_float("REVIEWDESK_LLM_TIMEOUT", 30.0)
+REVIEWDESK_LLM_CONNECT_TIMEOUT = env_float("REVIEWDESK_LLM_CONNECT_TIMEOUT", 5.0)
 REVIEWDESK_LLM_MAX_RETRIES = env_int("REVIEWDESK_LLM_MAX_RETRIES", 2, minimum=0)
+# The draft cache (pipeline/cache.py): seconds a temperature-0 answer is reused.
+REVIEWDESK_CACHE_TTL_SECONDS = env_int("REVIEWDESK_CACHE_TTL_SECONDS", 86400, minimum=0)
+REVIEWDESK_DRAFT_CACHE = "drafts"
+# Price table overrides (pipeline/pricing.py): a JSON object or the path to a JSON file.
+REVIEWDESK_PRICES = env_str("REVIEWDESK_PRICES", "")
 REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
 # A generation claimed longer ago than this is considered abandoned (worker died) and may be
 # re-claimed by a redelivered task.

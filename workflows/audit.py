@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from .models import AuditEvent
 from .request_context import client_ip_var, request_id_var
+from .vocab import AuditAction
 
 GENESIS_HASH = "0" * 64
 # Any constant works; it only has to be the same for every writer of the chain.
@@ -102,6 +103,8 @@ def record(
     """Append one event. Must run inside the transaction of the change it records."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must be called inside the transaction of the change it records")
+    # One word for each thing: an action outside the vocabulary is a bug, not a new action.
+    action = AuditAction(action)
     if obj is not None:
         object_type = object_type or obj._meta.model_name
         object_id = object_id or obj.pk
@@ -113,7 +116,7 @@ def record(
         created_at=timezone.now(),
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_label=actor.get_username() if actor is not None and actor.is_authenticated else "system",
-        action=action,
+        action=str(action),
         object_type=object_type,
         object_id=str(object_id),
         workflow_version=workflow_version,

@@ -1,4 +1,4 @@
-from .llm.client import engine_name
+from .pipeline.engines import engine_name
 from .roles import ALL_ROLES, group_names
 
 

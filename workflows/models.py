@@ -106,9 +106,49 @@ TRANSITIONS: dict[str, set[str]] = {
     # An auto-approved draft picked for the audit sample can still be retracted by its reviewer.
     SubmissionState.APPROVED: {SubmissionState.REJECTED},
     SubmissionState.REJECTED: set(),
-    SubmissionState.FAILED: set(),
+    # Retried by the submitter, a reviewer, or automatically once a provider's circuit closes.
+    SubmissionState.FAILED: {SubmissionState.SUBMITTED},
 }
 TERMINAL_STATES = {SubmissionState.APPROVED, SubmissionState.REJECTED, SubmissionState.FAILED}
+# Waiting for a draft: the one state question ("still drafting?") the pages and the sweep ask.
+DRAFTING_STATES = (SubmissionState.SUBMITTED, SubmissionState.GENERATING, SubmissionState.REGENERATING)
+# Waiting for a task to claim it (a worker has not taken it yet).
+WAITING_STATES = (SubmissionState.SUBMITTED, SubmissionState.REGENERATING)
+
+
+FAILURE_MESSAGES = {
+    "provider_unavailable": "The drafting service is not answering right now. We will try again "
+    "automatically as soon as it is back; you can also try again yourself.",
+    "provider_refused": "The drafting service refused the request. An administrator has the details; "
+    "you can try again once it is fixed.",
+    "": "Something went wrong while preparing the draft. You can try again; your answers are kept.",
+}
+
+
+class SubmissionQuerySet(models.QuerySet):
+    def drafting(self):
+        return self.filter(state__in=DRAFTING_STATES)
+
+    def waiting_for_worker(self):
+        return self.filter(state__in=WAITING_STATES)
+
+    def _stale_claim(self, stale_before):
+        return models.Q(state=SubmissionState.GENERATING, generation_started_at__lt=stale_before)
+
+    def claimable(self, *, stale_before):
+        """Waiting for a worker, or claimed by one that died (its claim is older than the
+        stale limit)."""
+        return self.filter(models.Q(state__in=WAITING_STATES) | self._stale_claim(stale_before))
+
+    def stalled(self, *, waiting_since, stale_before):
+        """Lost tasks: never picked up within the grace period, or claimed and abandoned."""
+        return self.filter(
+            models.Q(state__in=WAITING_STATES, updated_at__lt=waiting_since) | self._stale_claim(stale_before)
+        )
+
+    def failed_retryable(self):
+        """Failed because no provider answered: retried automatically when a circuit closes."""
+        return self.filter(state=SubmissionState.FAILED, failure_kind="provider_unavailable")
 
 
 class Submission(models.Model):
@@ -123,11 +163,16 @@ class Submission(models.Model):
     released_at = models.DateTimeField(null=True, blank=True)
     retracted_at = models.DateTimeField(null=True, blank=True)
     final_output = models.TextField(blank=True)
+    # Why generation failed: the kind decides the plain words a submitter sees and whether the
+    # app retries by itself; the reason is the provider's text, for staff only.
+    failure_kind = models.CharField(max_length=30, blank=True)
     failure_reason = models.TextField(blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()
+
+    objects = SubmissionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -156,6 +201,27 @@ class Submission(models.Model):
         return self.state in TERMINAL_STATES
 
     @property
+    def is_drafting(self) -> bool:
+        return self.state in DRAFTING_STATES
+
+    @property
+    def is_awaiting_review(self) -> bool:
+        return self.state == SubmissionState.ROUTED
+
+    @property
+    def is_failed(self) -> bool:
+        return self.state == SubmissionState.FAILED
+
+    @property
+    def is_rejected(self) -> bool:
+        return self.state == SubmissionState.REJECTED
+
+    @property
+    def failure_message(self) -> str:
+        """Why drafting failed, in words for the submitter (never the provider's own text)."""
+        return FAILURE_MESSAGES.get(self.failure_kind, FAILURE_MESSAGES[""])
+
+    @property
     def latest_draft(self) -> "Draft | None":
         return self.drafts.order_by("-attempt").first()
 
@@ -180,6 +246,13 @@ class Draft(models.Model):
     findings = models.JSONField(default=list)
     lane = models.CharField(max_length=20, choices=Lane.choices)
     content_hash = models.CharField(max_length=64)
+    model_requested = models.CharField(max_length=200, blank=True)
+    # Every call of this attempt: the draft, a repair, a cascade, the QA grade, failed tries.
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    cache_hit = models.BooleanField(default=False)
+    # Answers the pipeline replaced (the unrepaired answer, the draft a cascade re-did), kept
+    # so the reviewer and the auditor see every try: [{purpose, model, content, score, findings}].
+    earlier_attempts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     history = HistoricalRecords()
 
@@ -199,12 +272,19 @@ class LLMCall(models.Model):
 
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="llm_calls")
     attempt = models.PositiveIntegerField()
+    purpose = models.CharField(max_length=20, default="draft")  # vocab.CallPurpose
     engine = models.CharField(max_length=20)
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=200)  # the model asked for
+    model_reported = models.CharField(max_length=200, blank=True)  # the model the server says answered
+    outcome = models.CharField(max_length=20, default="ok")  # vocab.CallOutcome
     ok = models.BooleanField()
-    error = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)  # the provider's text: staff only, never shown to submitters
+    dropped_parameters = models.JSONField(default=list, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -233,6 +313,22 @@ class RejectReason(models.TextChoices):
     OTHER = "other", "Other"
 
 
+# The review task state machine, in one place like the submission's (ReviewTask.transition_to).
+REVIEW_TRANSITIONS: dict[str, set[str]] = {
+    ReviewState.OPEN: {ReviewState.DONE, ReviewState.CANCELLED},
+    ReviewState.DONE: set(),
+    ReviewState.CANCELLED: set(),
+}
+
+
+class ReviewTaskQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(state=ReviewState.OPEN)
+
+    def decided(self):
+        return self.filter(state=ReviewState.DONE)
+
+
 class ReviewTask(models.Model):
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="review_tasks")
     draft = models.ForeignKey(Draft, on_delete=models.PROTECT, related_name="review_tasks")
@@ -257,6 +353,8 @@ class ReviewTask(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     history = HistoricalRecords()
 
+    objects = ReviewTaskQuerySet.as_manager()
+
     class Meta:
         ordering = ["due_at", "created_at"]
         indexes = [models.Index(fields=["state", "lane"])]
@@ -279,6 +377,15 @@ class ReviewTask(models.Model):
     @property
     def lease_active(self) -> bool:
         return self.lease_expires_at is not None and self.lease_expires_at > timezone.now()
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == ReviewState.OPEN
+
+    def transition_to(self, new_state: str) -> None:
+        if new_state not in REVIEW_TRANSITIONS[self.state]:
+            raise IllegalTransition(f"Review #{self.pk} cannot go from {self.state} to {new_state}.")
+        self.state = new_state
 
 
 class AuditEvent(models.Model):

@@ -1,16 +1,22 @@
-"""The routing policy: a pure function from (score, findings, policy) to a lane."""
+"""The routing policy: a pure function from (score, findings, policy, draw) to a lane, and
+beside it what each lane does (its effects), so the two are read and changed together."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Protocol
 
-from .llm.types import UNRESOLVED_PLACEHOLDER
 from .models import Lane
+from .vocab import ALWAYS_BLOCKING
 
-# Findings that block whatever a workflow's policy lists: an answer with a redaction
-# placeholder still in it would go out saying "<CUSTOMER_NAME>".
-ALWAYS_BLOCKING = frozenset({UNRESOLVED_PLACEHOLDER})
+
+class Policy(Protocol):
+    """What routing reads from a workflow definition (``definitions.RoutingDef``)."""
+
+    auto_approve_at: float
+    block_below: float
+    always_block_on: Iterable[str]
+    audit_sample_rate: float
 
 
 @dataclass(frozen=True)
@@ -20,36 +26,29 @@ class RoutingDecision:
     reason: str
 
 
-def route(
-    score: float,
-    findings: Iterable[str],
-    *,
-    auto_approve_at: float,
-    block_below: float,
-    always_block_on: Iterable[str],
-    audit_sample_rate: float,
-    sample_draw: float,
-) -> RoutingDecision:
+def route(score: float, findings: Iterable[str], policy: Policy, draw: float) -> RoutingDecision:
     """Pick a lane.
 
-    ``sample_draw`` is a number in [0, 1) supplied by the caller (derived from the submission
-    id) so that this function stays pure and the audit sample is reproducible.
+    ``draw`` is a number in [0, 1) supplied by the caller (``sample_draw_for``) so that this
+    function stays pure and the audit sample is reproducible.
     """
-    hard = sorted(set(findings) & (set(always_block_on) | ALWAYS_BLOCKING))
+    hard = sorted(set(findings) & (set(policy.always_block_on) | ALWAYS_BLOCKING))
     if hard:
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"hard finding: {', '.join(hard)}")
-    if score < block_below:
-        return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"score {score:.2f} < block_below {block_below:.2f}")
-    if score >= auto_approve_at:
-        sampled = sample_draw < audit_sample_rate
+    if score < policy.block_below:
+        return RoutingDecision(
+            Lane.BLOCKING_REVIEW, False, f"score {score:.2f} < block_below {policy.block_below:.2f}"
+        )
+    if score >= policy.auto_approve_at:
+        sampled = draw < policy.audit_sample_rate
         return RoutingDecision(
             Lane.AUTO_APPROVE,
             sampled,
-            f"score {score:.2f} >= auto_approve_at {auto_approve_at:.2f}"
+            f"score {score:.2f} >= auto_approve_at {policy.auto_approve_at:.2f}"
             + (" (sampled for audit review)" if sampled else ""),
         )
     return RoutingDecision(
-        Lane.ASYNC_REVIEW, False, f"{block_below:.2f} <= score {score:.2f} < {auto_approve_at:.2f}"
+        Lane.ASYNC_REVIEW, False, f"{policy.block_below:.2f} <= score {score:.2f} < {policy.auto_approve_at:.2f}"
     )
 
 
@@ -57,3 +56,28 @@ def sample_draw_for(submission_id: int, attempt: int) -> float:
     """A reproducible pseudo-random draw in [0, 1) for the audit sample."""
     digest = hashlib.sha256(f"audit-sample:{submission_id}:{attempt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class LaneEffects:
+    """What happens when a draft lands in a lane (applied by services.draft_record)."""
+
+    release_now: bool  # the output goes out before any human looks at it
+    approve_now: bool  # the submission is approved without a reviewer
+    review_lane: str | None  # the queue a review task is opened in, if any
+
+
+LANE_EFFECTS: dict[str, LaneEffects] = {
+    Lane.AUTO_APPROVE: LaneEffects(release_now=True, approve_now=True, review_lane=None),
+    Lane.ASYNC_REVIEW: LaneEffects(release_now=True, approve_now=False, review_lane=Lane.ASYNC_REVIEW),
+    Lane.BLOCKING_REVIEW: LaneEffects(release_now=False, approve_now=False, review_lane=Lane.BLOCKING_REVIEW),
+}
+# An auto-approved draft drawn for the audit sample is also reviewed, after the fact.
+AUDIT_SAMPLE_REVIEW_LANE = Lane.ASYNC_REVIEW
+
+
+def effects_of(decision: RoutingDecision) -> LaneEffects:
+    effects = LANE_EFFECTS[decision.lane]
+    if decision.sampled_for_audit:
+        return LaneEffects(effects.release_now, effects.approve_now, AUDIT_SAMPLE_REVIEW_LANE)
+    return effects

@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from .models import AuditEvent, Lane, ReviewState, ReviewTask, Submission, SubmissionState, Workflow
+from .models import AuditEvent, Lane, ReviewTask, Submission, Workflow
 from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
 
 
@@ -69,7 +69,7 @@ def review_tasks_for(user) -> QuerySet[ReviewTask]:
 
 
 def open_review_tasks_for(user, lane: str | None = None) -> QuerySet[ReviewTask]:
-    qs = review_tasks_for(user).filter(state=ReviewState.OPEN)
+    qs = review_tasks_for(user).open()
     if lane:
         qs = qs.filter(lane=lane)
     return qs.order_by("due_at", "created_at")
@@ -80,7 +80,7 @@ def review_task_for(user, pk: int) -> ReviewTask:
 
 
 def queue_counts(user) -> dict[str, int]:
-    rows = review_tasks_for(user).filter(state=ReviewState.OPEN).values("lane").annotate(n=Count("id"))
+    rows = review_tasks_for(user).open().values("lane").annotate(n=Count("id"))
     counts = {lane: 0 for lane in (Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW)}
     counts.update({row["lane"]: row["n"] for row in rows})
     return counts
@@ -89,12 +89,12 @@ def queue_counts(user) -> dict[str, int]:
 def submission_still_open(submission: Submission) -> bool:
     """Can anything still change what the submitter sees? (An auto-approved draft drawn for
     the audit sample is approved, but its reviewer may still retract it.)"""
-    return not submission.is_terminal or submission.review_tasks.filter(state=ReviewState.OPEN).exists()
+    return not submission.is_terminal or submission.review_tasks.open().exists()
 
 
 def decisions_for_submission(submission: Submission) -> QuerySet[ReviewTask]:
     """The closed reviews of one submission, oldest first (the caller has scoped it)."""
-    return submission.review_tasks.filter(state=ReviewState.DONE).select_related("decided_by").order_by("decided_at")
+    return submission.review_tasks.decided().select_related("decided_by").order_by("decided_at")
 
 
 def audit_events_for_submission(user, submission: Submission) -> QuerySet[AuditEvent]:
@@ -121,7 +121,5 @@ def stalled_generation_ids(*, limit: int = 500) -> list[int]:
     now = timezone.now()
     waiting_since = now - timedelta(seconds=settings.REVIEWDESK_ENQUEUE_GRACE_SECONDS)
     stale_before = now - timedelta(seconds=settings.REVIEWDESK_GENERATION_STALE_SECONDS)
-    stalled = Q(state__in=[SubmissionState.SUBMITTED, SubmissionState.REGENERATING], updated_at__lt=waiting_since) | Q(
-        state=SubmissionState.GENERATING, generation_started_at__lt=stale_before
-    )
-    return list(Submission.objects.filter(stalled).order_by("updated_at").values_list("pk", flat=True)[:limit])
+    stalled = Submission.objects.stalled(waiting_since=waiting_since, stale_before=stale_before)
+    return list(stalled.order_by("updated_at").values_list("pk", flat=True)[:limit])

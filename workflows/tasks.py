@@ -4,51 +4,52 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from kombu.exceptions import OperationalError as BrokerError
+from django.db import DatabaseError, close_old_connections, connection
 
 from . import selectors, services
-from .generation import produce_completion
-from .llm.types import EngineError
-from .request_context import request_id_var
+from .dispatch import enqueue_generation
+from .pipeline import run
+from .pipeline.engines import default_engine
+from .vocab import FailureKind
 
 log = logging.getLogger(__name__)
 
+# A task that cannot reach the database (pool exhausted, connection dropped) is retried, never
+# dropped: its submission would otherwise wait for the sweep.
+_DB_RETRY = {"autoretry_for": (DatabaseError,), "retry_backoff": 1, "retry_backoff_max": 30,
+             "retry_jitter": True, "max_retries": 20}
 
-@shared_task(bind=True, acks_late=True, name="workflows.tasks.generate_draft")
+
+@shared_task(bind=True, acks_late=True, name="workflows.tasks.generate_draft", **_DB_RETRY)
 def generate_draft(self, submission_id: int) -> None:
-    request_id_var.set(f"task-{self.request.id}" if self.request.id else "")
     submission = services.generation_claim(submission_id=submission_id)
     if submission is None:
         log.info("submission %s: nothing to generate (already claimed or done)", submission_id)
         return
     attempt = submission.attempts
+    spec = submission.workflow_version.spec
+    # The model call takes seconds: give the connection back to the pool for its duration, so
+    # calls in flight are not capped by the number of database connections.
+    connection.close()
     try:
-        completion = produce_completion(submission)
-        services.draft_record(submission_id=submission_id, attempt=attempt, completion=completion)
-    except EngineError as exc:
-        services.generation_fail(
-            submission_id=submission_id, attempt=attempt, reason=str(exc), failures=exc.failures
-        )
+        result = run(spec, submission.data, engine=default_engine(), feedback=submission.regenerate_feedback)
     except Exception as exc:
-        # Anything else (a soft time limit, an unexpected provider answer, a database error
-        # while storing) must still end the attempt visibly: a submission left in
-        # "generating" would show a spinner forever and never reach a reviewer.
+        # Anything unexpected (a soft time limit, a bug) must still end the attempt visibly:
+        # a submission left in "generating" would show a spinner forever.
         log.exception("submission %s attempt %s: generation failed", submission_id, attempt)
+        close_old_connections()
         services.generation_fail(
-            submission_id=submission_id, attempt=attempt, reason=f"{type(exc).__name__}: {exc}"[:1000]
+            submission_id=submission_id, attempt=attempt, kind=FailureKind.INTERNAL,
+            reason=f"{type(exc).__name__}: {exc}"[:1000],
         )
-
-
-def enqueue_generation(submission_id: int) -> None:
-    """Send the generation task; called on commit.
-
-    The submission is already saved when this runs, so a broker outage must not turn into an
-    error page: the row stays "submitted" and the periodic sweep below sends it again.
-    """
-    try:
-        generate_draft.delay(submission_id)
-    except BrokerError:
-        log.warning("broker unavailable; submission %s will be picked up by the sweep", submission_id)
+        return
+    if result.failed:
+        services.generation_fail(
+            submission_id=submission_id, attempt=attempt, kind=result.failure.kind,
+            reason=result.failure.detail, calls=result.calls,
+        )
+    else:
+        services.draft_record(submission_id=submission_id, attempt=attempt, result=result)
 
 
 @shared_task(name="workflows.tasks.requeue_stalled_generations")
@@ -57,7 +58,7 @@ def requeue_stalled_generations() -> int:
     killed mid-call). Safe to run at any time: generate_draft claims before it works."""
     ids = selectors.stalled_generation_ids()
     for submission_id in ids:
-        generate_draft.delay(submission_id)
+        enqueue_generation(submission_id)
     services.generation_requeued(submission_ids=ids)
     if ids:
         log.info("requeued generation for %d stalled submissions", len(ids))

@@ -10,6 +10,7 @@ urlpatterns = [
     path("workflows/<slug:slug>/new/<int:step>/", pages.submission_new, name="submission_new_step"),
     path("submissions/", pages.submission_list, name="submission_list"),
     path("submissions/<int:pk>/", pages.submission_detail, name="submission_detail"),
+    path("submissions/<int:pk>/retry/", pages.submission_retry, name="submission_retry"),
     path("review/", review.review_queue, name="review_queue"),
     path("review/<int:pk>/", review.review_detail, name="review_detail"),
     path("review/<int:pk>/claim/", review.review_claim, name="review_claim"),

@@ -3,8 +3,16 @@ illegal move, and writes its audit event in the same transaction as the change.
 
 Split by subject; import the services from here.
 """
-from .drafts import draft_record, generation_claim, generation_fail, generation_requeued, submission_create
-from .reviews import review_approve, review_claim, review_regenerate, review_reject, review_release
+from .drafts import (
+    draft_record,
+    generation_claim,
+    generation_fail,
+    generation_requeued,
+    may_retry,
+    submission_create,
+    submission_retry,
+)
+from .reviews import review_approve, review_claim, review_refusal, review_regenerate, review_reject, review_release
 from .workflow import workflow_publish, workflow_publish_yaml
 
 __all__ = [
@@ -12,12 +20,15 @@ __all__ = [
     "generation_claim",
     "generation_fail",
     "generation_requeued",
+    "may_retry",
     "review_approve",
     "review_claim",
+    "review_refusal",
     "review_regenerate",
     "review_reject",
     "review_release",
     "submission_create",
+    "submission_retry",
     "workflow_publish",
     "workflow_publish_yaml",
 ]

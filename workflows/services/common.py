@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from .. import audit
 from ..models import Submission
+from ..vocab import AuditAction
 
 
 def track(instance, user, reason: str):
@@ -19,7 +20,7 @@ def release(submission: Submission, *, text: str, actor, reason: str) -> None:
     submission.released_at = timezone.now()
     submission.retracted_at = None
     audit.record(
-        action="output.released",
+        action=AuditAction.OUTPUT_RELEASED,
         obj=submission,
         actor=actor,
         workflow_version=submission.workflow_version,
@@ -35,7 +36,7 @@ def retract_if_released(submission: Submission, *, actor, reason: str) -> bool:
         return False
     submission.retracted_at = timezone.now()
     audit.record(
-        action="output.retracted",
+        action=AuditAction.OUTPUT_RETRACTED,
         obj=submission,
         actor=actor,
         workflow_version=submission.workflow_version,

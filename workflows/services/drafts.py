@@ -8,17 +8,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from .. import audit
 from ..definitions import WorkflowDefinition
-from ..jsonvalues import map_strings
-from ..llm import confidence
-from ..llm.types import Completion, ModelFailure
-from ..models import Draft, Lane, LLMCall, ReviewTask, Submission, SubmissionState, WorkflowVersion
-from ..roles import system_user
-from ..routing import route, sample_draw_for
+from ..dispatch import enqueue_generation
+from ..models import DomainError, Draft, LLMCall, ReviewTask, Submission, SubmissionState, WorkflowVersion
+from ..pipeline.types import CallRecord, DraftResult
+from ..roles import REVIEWER, group_names, has_role, system_user
+from ..routing import effects_of, route, sample_draw_for
+from ..vocab import AuditAction, FailureKind
 from .common import release, track
 
 log = logging.getLogger(__name__)
@@ -26,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def submission_create(*, version: WorkflowVersion, user, data: dict[str, Any], idempotency_key: str = "") -> Submission:
     """Save a submission and enqueue its generation once the transaction commits."""
-    from ..tasks import enqueue_generation
-
     if idempotency_key:
         existing = Submission.objects.filter(submitted_by=user, idempotency_key=idempotency_key).first()
         if existing:
@@ -39,7 +36,7 @@ def submission_create(*, version: WorkflowVersion, user, data: dict[str, Any], i
             )
             track(submission, user, "submitted").save()
             audit.record(
-                action="submission.created",
+                action=AuditAction.SUBMISSION_CREATED,
                 obj=submission,
                 actor=user,
                 workflow_version=version,
@@ -62,9 +59,7 @@ def generation_requeued(*, submission_ids: list[int]) -> None:
     A timestamp nudge, not a domain change: a plain UPDATE without a history row. Claims that
     are being taken over keep their start time, or the re-sent task would find them fresh.
     """
-    Submission.objects.filter(
-        pk__in=submission_ids, state__in=[SubmissionState.SUBMITTED, SubmissionState.REGENERATING]
-    ).update(updated_at=timezone.now())
+    Submission.objects.filter(pk__in=submission_ids).waiting_for_worker().update(updated_at=timezone.now())
 
 
 @transaction.atomic
@@ -75,11 +70,11 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     claim older than the stale limit is taken over, because its worker died mid-call.
     """
     stale_before = timezone.now() - timedelta(seconds=settings.REVIEWDESK_GENERATION_STALE_SECONDS)
-    claimable = Q(state__in=[SubmissionState.SUBMITTED, SubmissionState.REGENERATING]) | Q(
-        state=SubmissionState.GENERATING, generation_started_at__lt=stale_before
-    )
     submission = (
-        Submission.objects.select_for_update(skip_locked=True).filter(claimable, pk=submission_id).first()
+        Submission.objects.select_for_update(skip_locked=True)
+        .claimable(stale_before=stale_before)
+        .filter(pk=submission_id)
+        .first()
     )
     if submission is None:
         return None
@@ -91,7 +86,7 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     system = system_user()
     track(submission, system, f"generation attempt {submission.attempts}").save()
     audit.record(
-        action="draft.generation_started",
+        action=AuditAction.DRAFT_GENERATION_STARTED,
         obj=submission,
         actor=system,
         workflow_version=submission.workflow_version,
@@ -105,156 +100,226 @@ def _review_due(spec: WorkflowDefinition, lane: str):
     return timezone.now() + timedelta(minutes=minutes) if minutes else None
 
 
-def _record_failed_calls(submission: Submission, attempt: int, engine: str, failures: list[ModelFailure]) -> None:
-    # Each model that failed was a request of its own; cost and reliability figures per model
-    # need a row for it, not a note on the successful call.
+def _record_calls(submission: Submission, attempt: int, calls: tuple[CallRecord, ...]) -> None:
+    # One row per HTTP request actually sent (retries, fallbacks, repair, cascade, QA), and
+    # one for a cache hit (zero cost), so cost and reliability add up per submission.
     LLMCall.objects.bulk_create(
-        LLMCall(submission=submission, attempt=attempt, engine=engine, model=f.model, ok=False, error=str(f)[:4000])
-        for f in failures
+        LLMCall(
+            submission=submission,
+            attempt=attempt,
+            purpose=call.purpose,
+            engine=call.engine,
+            model=call.model_requested,
+            model_reported=call.model_reported,
+            outcome=call.outcome,
+            ok=call.ok,
+            http_status=call.http_status,
+            error=call.error[:4000],
+            dropped_parameters=list(call.dropped_parameters),
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            cached_tokens=call.cached_tokens,
+            cost_usd=call.cost_usd,
+            latency_ms=call.latency_ms,
+        )
+        for call in calls
     )
 
 
-def _without_nul(text: str) -> str:
-    return text.replace("\x00", "\ufffd")
+def _locked_current_attempt(submission_id: int, attempt: int) -> Submission | None:
+    """The submission, locked, if ``attempt`` is still its current generation; else None."""
+    submission = (
+        Submission.objects.select_for_update(of=("self",))
+        .select_related("workflow_version")
+        .get(pk=submission_id)
+    )
+    if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
+        log.info("result for submission %s attempt %s is stale; dropped", submission_id, attempt)
+        return None
+    return submission
 
 
 @transaction.atomic
-def draft_record(*, submission_id: int, attempt: int, completion: Completion) -> Draft | None:
-    """Store a draft, score it, route it and release it as its lane says.
+def draft_record(
+    *, submission_id: int, attempt: int, result: DraftResult, audit_draw: float | None = None
+) -> Draft | None:
+    """Persist a pipeline result: the draft and its calls, the route and the lane's effects.
 
-    Returns None (and changes nothing) when this attempt is no longer the current one.
+    Decides nothing about the draft itself (``pipeline.run`` did); returns None (and changes
+    nothing) when this attempt is no longer the current one. ``audit_draw`` defaults to the
+    reproducible draw for (submission, attempt); callers that must not depend on ids pass it.
     """
-    submission = Submission.objects.select_for_update(of=("self",)).select_related("workflow_version").get(pk=submission_id)
-    if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
-        log.info("draft for submission %s attempt %s is stale; dropped", submission_id, attempt)
+    submission = _locked_current_attempt(submission_id, attempt)
+    if submission is None:
         return None
-    spec = submission.workflow_version.spec
+    version = submission.workflow_version
+    spec = version.spec
     system = system_user()
-    # PostgreSQL text and jsonb cannot hold NUL; a model can emit one, raw or as \u0000 in
-    # JSON. Keep the rest of the answer.
-    completion.content = _without_nul(completion.content)
-    validation = confidence.validate_output(spec, completion.content)
-    validation.parsed = map_strings(validation.parsed, _without_nul)
-    for code, detail in completion.findings.items():
-        validation.add(code, detail)
-    score, components = confidence.score(completion, validation)
-    components["validator_details"] = validation.details
-    policy = spec.routing
-    decision = route(
-        score,
-        validation.findings,
-        auto_approve_at=policy.auto_approve_at,
-        block_below=policy.block_below,
-        always_block_on=policy.always_block_on,
-        audit_sample_rate=policy.audit_sample_rate,
-        sample_draw=sample_draw_for(submission.pk, attempt),
-    )
-    components["routing_reason"] = decision.reason
+    draw = sample_draw_for(submission.pk, attempt) if audit_draw is None else audit_draw
+    decision = route(result.score, result.findings, spec.routing, draw)
+    components = {**result.components, "routing_reason": decision.reason}
     draft = Draft(
         submission=submission,
         attempt=attempt,
-        engine=completion.engine,
-        model=completion.model,
-        content=completion.content,
-        parsed=validation.parsed,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        latency_ms=completion.latency_ms,
-        score=score,
+        engine=result.engine,
+        model=result.model,
+        model_requested=result.model_requested,
+        content=result.content,
+        parsed=result.parsed,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_ms=result.latency_ms,
+        cost_usd=result.cost_usd,
+        cache_hit=result.cache_hit,
+        score=result.score,
         score_components=components,
-        findings=validation.findings,
+        findings=list(result.findings),
         lane=decision.lane,
-        content_hash=audit.content_hash(completion.content),
+        content_hash=audit.content_hash(result.content),
+        earlier_attempts=[
+            {
+                "purpose": str(a.purpose),
+                "model": a.model,
+                "content": a.content,
+                "score": a.score,
+                "findings": list(a.findings),
+                "finding_details": dict(a.finding_details),
+            }
+            for a in result.earlier_attempts
+        ],
     )
     track(draft, system, "draft generated").save()
-    _record_failed_calls(submission, attempt, completion.engine, completion.failures)
-    LLMCall.objects.create(
-        submission=submission,
-        attempt=attempt,
-        engine=completion.engine,
-        model=completion.model,
-        ok=True,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        latency_ms=completion.latency_ms,
-    )
-    version = submission.workflow_version
+    _record_calls(submission, attempt, result.calls)
     audit.record(
-        action="draft.generated",
+        action=AuditAction.DRAFT_GENERATED,
         obj=draft,
         actor=system,
         workflow_version=version,
         payload={
             "submission_id": submission.pk,
             "attempt": attempt,
-            "engine": completion.engine,
-            "model": completion.model,
+            "engine": result.engine,
+            "model": result.model,
+            "model_requested": result.model_requested,
             "draft_hash": draft.content_hash,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "latency_ms": completion.latency_ms,
-            "failed_models": [str(f) for f in completion.failures],
-            "pii_redacted_fields": completion.redacted_fields,
+            "earlier_attempt_hashes": [audit.content_hash(a.content) for a in result.earlier_attempts],
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "cost_usd": str(result.cost_usd),
+            "calls": len(result.calls),
+            "cache_hit": result.cache_hit,
+            "failed_models": sorted({c.model_requested for c in result.calls if not c.ok}),
+            "pii_mode": result.pii_mode,
+            "pii_redacted": list(result.redacted),
         },
     )
     submission.transition_to(SubmissionState.ROUTED)
     submission.lane = decision.lane
     submission.generation_started_at = None
     audit.record(
-        action="draft.routed",
+        action=AuditAction.DRAFT_ROUTED,
         obj=submission,
         actor=system,
         workflow_version=version,
         payload={
             "draft_id": draft.pk,
             "lane": decision.lane,
-            "score": score,
-            "findings": validation.findings,
+            "score": result.score,
+            "findings": list(result.findings),
             "sampled_for_audit": decision.sampled_for_audit,
             "reason": decision.reason,
         },
     )
-    if decision.lane in (Lane.AUTO_APPROVE, Lane.ASYNC_REVIEW):
-        release(submission, text=completion.content, actor=system, reason=f"lane {decision.lane}")
-    if decision.lane == Lane.AUTO_APPROVE:
-        submission.transition_to(SubmissionState.APPROVED)
-        audit.record(
-            action="review.auto_approved",
-            obj=submission,
-            actor=system,
-            workflow_version=version,
-            payload={"draft_id": draft.pk, "score": score},
-        )
-    if decision.lane != Lane.AUTO_APPROVE or decision.sampled_for_audit:
-        review_lane = decision.lane if decision.lane != Lane.AUTO_APPROVE else Lane.ASYNC_REVIEW
-        task = ReviewTask(
-            submission=submission,
-            draft=draft,
-            lane=review_lane,
-            sampled=decision.sampled_for_audit,
-            due_at=_review_due(spec, review_lane),
-        )
-        track(task, system, "review queued").save()
+    _apply_lane_effects(submission, draft, decision, spec, system)
     track(submission, system, f"routed to {decision.lane}").save()
     return draft
 
 
+def _apply_lane_effects(submission: Submission, draft: Draft, decision, spec: WorkflowDefinition, system) -> None:
+    effects = effects_of(decision)
+    if effects.release_now:
+        release(submission, text=draft.content, actor=system, reason=f"lane {decision.lane}")
+    if effects.approve_now:
+        submission.transition_to(SubmissionState.APPROVED)
+        audit.record(
+            action=AuditAction.REVIEW_AUTO_APPROVED,
+            obj=submission,
+            actor=system,
+            workflow_version=submission.workflow_version,
+            payload={"draft_id": draft.pk, "score": draft.score},
+        )
+    if effects.review_lane:
+        task = ReviewTask(
+            submission=submission,
+            draft=draft,
+            lane=effects.review_lane,
+            sampled=decision.sampled_for_audit,
+            due_at=_review_due(spec, effects.review_lane),
+        )
+        track(task, system, "review queued").save()
+
+
 @transaction.atomic
-def generation_fail(*, submission_id: int, attempt: int, reason: str, failures: list[ModelFailure] = ()) -> None:
-    submission = Submission.objects.select_for_update(of=("self",)).get(pk=submission_id)
-    if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
+def generation_fail(
+    *, submission_id: int, attempt: int, kind: str, reason: str, calls: tuple[CallRecord, ...] = ()
+) -> None:
+    """End an attempt that produced no draft. ``reason`` is for staff (it may hold provider
+    text); the submitter sees plain words chosen by ``kind`` (vocab.FailureKind)."""
+    submission = _locked_current_attempt(submission_id, attempt)
+    if submission is None:
         return
     system = system_user()
-    # Failures come only from the provider client; the offline engine cannot fail this way.
-    _record_failed_calls(submission, attempt, "openai", failures)
+    _record_calls(submission, attempt, calls)
     submission.transition_to(SubmissionState.FAILED)
+    submission.failure_kind = kind
     submission.failure_reason = reason[:4000]
     submission.generation_started_at = None
     track(submission, system, "generation failed").save()
     audit.record(
-        action="draft.failed",
+        action=AuditAction.DRAFT_FAILED,
         obj=submission,
         actor=system,
         workflow_version=submission.workflow_version,
-        payload={"attempt": attempt, "error": reason[:1000]},
+        payload={"attempt": attempt, "kind": kind, "error": reason[:1000], "calls": len(calls)},
     )
+
+
+def may_retry(submission: Submission, user) -> bool:
+    """The submitter and the workflow's reviewers may send a failed submission again;
+    compliance reads only."""
+    if not submission.is_failed:
+        return False
+    if submission.submitted_by_id == user.pk:
+        return True
+    reviewer_groups = set(submission.workflow.reviewer_groups.values_list("name", flat=True))
+    return has_role(user, REVIEWER) and bool(reviewer_groups & group_names(user))
+
+
+@transaction.atomic
+def submission_retry(*, submission_id: int, actor=None, reason: str) -> Submission | None:
+    """Send a failed submission back to the worker, with nothing retyped.
+
+    ``actor`` None means the system (the automatic retry once a provider's circuit closes).
+    Returns None when the submission is no longer failed (another retry won the race).
+    """
+    submission = Submission.objects.select_for_update(of=("self",)).select_related("workflow_version").get(
+        pk=submission_id
+    )
+    if not submission.is_failed:
+        return None
+    if actor is not None and not may_retry(submission, actor):
+        raise DomainError("You cannot retry this submission.")
+    who = actor or system_user()
+    submission.transition_to(SubmissionState.SUBMITTED)
+    previous_kind = submission.failure_kind
+    submission.failure_kind = ""
+    track(submission, who, "retried").save()
+    audit.record(
+        action=AuditAction.SUBMISSION_RETRIED,
+        obj=submission,
+        actor=who,
+        workflow_version=submission.workflow_version,
+        payload={"after_attempt": submission.attempts, "failure_kind": previous_kind, "reason": reason},
+    )
+    transaction.on_commit(partial(enqueue_generation, submission.pk))
+    return submission

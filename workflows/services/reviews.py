@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from .. import audit
 from ..definitions import WorkflowDefinition
-from ..llm import confidence
+from ..dispatch import enqueue_generation
 from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
+from ..pipeline.validators import validate_output
 from ..roles import group_names
+from ..vocab import AuditAction, Finding
 from .common import release, retract_if_released, track
 
 
@@ -26,13 +28,26 @@ def _check_reviewer(task: ReviewTask, user) -> None:
         raise DomainError("You are not a reviewer of this workflow.")
 
 
+def review_refusal(task: ReviewTask, user) -> str | None:
+    """May ``user`` decide ``task`` now? None if so, else the reason in words a reviewer reads.
+
+    The one rule: views ask it before offering or accepting a decision, and every decision
+    service asks it again under the row lock.
+    """
+    if not task.is_open:
+        return "This review is already closed."
+    if not task.lease_held_by(user):
+        return "Claim this review first; your lease may have expired."
+    return None
+
+
 def _open_task(task_id: int, user) -> ReviewTask:
     """Lock an open review task this user may work on, or refuse."""
     task = ReviewTask.objects.select_for_update(of=("self",)).select_related("submission__workflow_version__workflow").get(
         pk=task_id
     )
     _check_reviewer(task, user)
-    if task.state != ReviewState.OPEN:
+    if not task.is_open:
         raise DomainError("This review is already closed.")
     return task
 
@@ -47,7 +62,7 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
     task.lease_expires_at = timezone.now() + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
     track(task, user, "claimed").save()
     audit.record(
-        action="review.claimed",
+        action=AuditAction.REVIEW_CLAIMED,
         obj=task,
         actor=user,
         workflow_version=task.submission.workflow_version,
@@ -66,7 +81,7 @@ def review_release(*, task_id: int, user) -> ReviewTask:
     task.lease_expires_at = None
     track(task, user, "released to the queue").save()
     audit.record(
-        action="review.unclaimed",
+        action=AuditAction.REVIEW_UNCLAIMED,
         obj=task,
         actor=user,
         workflow_version=task.submission.workflow_version,
@@ -77,14 +92,14 @@ def review_release(*, task_id: int, user) -> ReviewTask:
 
 def _begin_decision(task_id: int, user) -> tuple[ReviewTask, Submission]:
     task = _open_task(task_id, user)
-    if not task.lease_held_by(user):
-        raise DomainError("Claim this review first; your lease may have expired.")
+    if refusal := review_refusal(task, user):
+        raise DomainError(refusal)
     submission = Submission.objects.select_for_update().get(pk=task.submission_id)
     return task, submission
 
 
 def _close(task: ReviewTask, user, decision: str) -> None:
-    task.state = ReviewState.DONE
+    task.transition_to(ReviewState.DONE)
     task.decision = decision
     task.decided_by = user
     task.decided_at = timezone.now()
@@ -132,9 +147,9 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     if edited and not final.strip():
         raise DomainError("The edited output is empty; approve the draft unchanged or reject it.")
     if edited and spec.output.format == "json":
-        validation = confidence.validate_output(spec, final)
-        if "schema_invalid" in validation.findings:
-            raise DomainError(f"The edited output does not match the schema: {validation.details['schema_invalid']}")
+        validation = validate_output(spec, final)
+        if Finding.SCHEMA_INVALID in validation.findings:
+            raise DomainError(f"The edited output does not match the schema: {validation.details[Finding.SCHEMA_INVALID]}")
     decision = Decision.EDIT if edited else Decision.APPROVE
     _close(task, user, decision)
     if edited:
@@ -144,7 +159,7 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     if submission.state == SubmissionState.ROUTED:
         submission.transition_to(SubmissionState.APPROVED)
     audit.record(
-        action="review.edited" if edited else "review.approved",
+        action=AuditAction.REVIEW_EDITED if edited else AuditAction.REVIEW_APPROVED,
         obj=task,
         actor=user,
         workflow_version=submission.workflow_version,
@@ -176,7 +191,7 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
     payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code, "reason_text": task.reason_text}
     if submission.is_released:
         payload["retracted"] = True
-    audit.record(action="review.rejected", obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
+    audit.record(action=AuditAction.REVIEW_REJECTED, obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
     retract_if_released(submission, actor=user, reason="rejected")
     track(submission, user, "rejected").save()
     return task
@@ -184,8 +199,6 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
 
 @transaction.atomic
 def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
-    from ..tasks import enqueue_generation
-
     feedback = feedback.strip()
     if not feedback:
         raise DomainError("Say what the next draft should do differently.")
@@ -198,7 +211,7 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
     submission.transition_to(SubmissionState.REGENERATING)
     submission.regenerate_feedback = feedback
     audit.record(
-        action="review.regenerate_requested",
+        action=AuditAction.REVIEW_REGENERATE_REQUESTED,
         obj=task,
         actor=user,
         workflow_version=submission.workflow_version,

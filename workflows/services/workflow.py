@@ -8,6 +8,7 @@ from .. import audit
 from ..definitions import WorkflowDefinition, definition_hash, parse_yaml
 from ..models import Workflow, WorkflowVersion
 from ..roles import system_user
+from ..vocab import AuditAction
 from .common import track
 
 
@@ -41,7 +42,7 @@ def workflow_publish(*, spec: WorkflowDefinition, source_yaml: str = "", actor=N
     )
     track(version, actor, "workflow published").save()
     audit.record(
-        action="workflow.published",
+        action=AuditAction.WORKFLOW_PUBLISHED,
         obj=version,
         actor=actor,
         workflow_version=version,

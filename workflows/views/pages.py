@@ -6,7 +6,7 @@ from django.forms import MultipleChoiceField
 from django.http import Http404
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from .. import audit, selectors, services
@@ -129,5 +129,18 @@ def submission_detail(request, pk: int):
         "decisions": selectors.decisions_for_submission(submission),
         "still_open": selectors.submission_still_open(submission),
         "fields": submission.workflow_version.spec.form.all_fields(),
+        "can_retry": services.may_retry(submission, request.user),
     }
     return render_page(request, "workflows/submission_detail.html", context, partial="status")
+
+
+@require_POST
+def submission_retry(request, pk: int):
+    """Send a failed submission to the drafting service again (nothing is retyped)."""
+    submission = selectors.submission_for(request.user, pk)
+    if not services.may_retry(submission, request.user):
+        messages.error(request, "This submission cannot be retried now.")
+        return redirect("submission_detail", pk=submission.pk)
+    services.submission_retry(submission_id=submission.pk, actor=request.user, reason="retried by hand")
+    messages.success(request, "Sent again: a new draft is being prepared.")
+    return redirect("submission_detail", pk=submission.pk)

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 
 from .. import selectors, services
 from ..forms import ApproveForm, RegenerateForm, RejectForm
-from ..models import DomainError, Lane, ReviewState
+from ..models import DomainError, Lane
 from ..roles import REVIEWER
 from ..templatetags.reviewdesk import pretty_json
 from .common import render_page, role_required
@@ -42,6 +42,7 @@ def _detail_context(request, task, **forms):
         "spec": spec,
         "fields": spec.form.all_fields(),
         "holds_lease": task.lease_held_by(request.user),
+        "may_decide": services.review_refusal(task, request.user) is None,
         # JSON drafts are offered indented for editing; re-indenting alone is not an edit.
         "approve_form": forms.get("approve_form")
         or ApproveForm(initial={"edited_output": pretty_json(draft.content) if is_json else draft.content}),
@@ -99,10 +100,8 @@ def _not_decidable(request, task, forms):
     """Refuse a decision on a review the user does not hold, before validating the form, so
     the answer is a message the page can show (the decision forms appear only after a claim).
     The posted form goes back with it: an edit made while the lease ran out is not lost."""
-    if task.state != ReviewState.OPEN:
-        return _refuse(request, task, error="This review is already closed.", **forms)
-    if not task.lease_held_by(request.user):
-        return _refuse(request, task, error="Claim this review first; your lease may have expired.", **forms)
+    if refusal := services.review_refusal(task, request.user):
+        return _refuse(request, task, error=refusal, **forms)
     return None
 
 

@@ -12,9 +12,9 @@ import re
 import time
 from typing import Any
 
-from ..definitions import WorkflowDefinition
-from .prompts import RenderedPrompt, as_text
-from .types import Completion
+from ...vocab import CallOutcome
+from ..prompts import as_text
+from ..types import CallRecord, EngineReply, ModelRequest
 
 ENGINE = "offline"
 MODEL = "offline-template-v1"
@@ -34,7 +34,7 @@ def _summary(values: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _fill(schema: dict[str, Any], key: str, values: dict[str, Any], prompt: RenderedPrompt) -> Any:
+def _fill(schema: dict[str, Any], key: str, values: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if "enum" in schema:
         # Echo an option the submitter chose (severity "high" -> risk_rating "high") rather
@@ -43,9 +43,9 @@ def _fill(schema: dict[str, Any], key: str, values: dict[str, Any], prompt: Rend
         return next((option for option in schema["enum"] if str(option) in given), schema["enum"][0])
     if kind == "object":
         props = schema.get("properties", {})
-        return {name: _fill(sub, name, values, prompt) for name, sub in props.items()}
+        return {name: _fill(sub, name, values) for name, sub in props.items()}
     if kind == "array":
-        item = _fill(schema.get("items", {"type": "string"}), key, values, prompt)
+        item = _fill(schema.get("items", {"type": "string"}), key, values)
         return [item]
     if kind in ("number", "integer"):
         return schema.get("minimum", 0)
@@ -56,29 +56,43 @@ def _fill(schema: dict[str, Any], key: str, values: dict[str, Any], prompt: Rend
     return f"[offline draft] {key.replace('_', ' ').capitalize()} based on {_summary(values)}"[:2000]
 
 
-def _certainty(spec: WorkflowDefinition, values: dict[str, Any], prompt: RenderedPrompt) -> float:
-    fields = spec.form.all_fields()
-    filled = sum(1 for f in fields if values.get(f.name) not in (None, "", []))
-    completeness = filled / len(fields) if fields else 1.0
-    text = prompt.user.lower()
-    risk = sum(bool(word.search(text)) for word in _RISK_WORDS)
+def _certainty(values: dict[str, Any], field_names: tuple[str, ...], text: str) -> float:
+    filled = sum(1 for name in field_names if values.get(name) not in (None, "", []))
+    completeness = filled / len(field_names) if field_names else 1.0
+    risk = sum(bool(word.search(text.lower())) for word in _RISK_WORDS)
     return round(max(0.05, min(0.99, 0.55 + 0.4 * completeness - 0.4 * risk)), 4)
 
 
-def complete(spec: WorkflowDefinition, values: dict[str, Any], prompt: RenderedPrompt) -> Completion:
-    started = time.monotonic()
-    if spec.output.format == "json" and spec.output.json_schema:
-        content = json.dumps(_fill(spec.output.json_schema, "draft", values, prompt), ensure_ascii=False)
-    else:
-        content = f"[offline draft] {_summary(values)}"
-    words_in, words_out = len((prompt.system + prompt.user).split()), len(content.split())
-    return Completion(
-        engine=ENGINE,
-        model=MODEL,
-        content=content,
-        token_logprobs=None,
-        prompt_tokens=words_in,
-        completion_tokens=words_out,
-        latency_ms=int((time.monotonic() - started) * 1000),
-        certainty_hint=_certainty(spec, values, prompt),
-    )
+class OfflineEngine:
+    """Drafts from the form values; needs no key and no network."""
+
+    name = ENGINE
+
+    def complete(self, request: ModelRequest) -> EngineReply:
+        started = time.monotonic()
+        values = dict(request.values)
+        if request.json_schema:
+            content = json.dumps(_fill(request.json_schema, "draft", values), ensure_ascii=False)
+        else:
+            content = f"[offline draft] {_summary(values)}"
+        words_in, words_out = len((request.system + request.user).split()), len(content.split())
+        call = CallRecord(
+            purpose=request.purpose,
+            engine=ENGINE,
+            model_requested=request.model,
+            model_reported=MODEL,
+            outcome=CallOutcome.OK,
+            prompt_tokens=words_in,
+            completion_tokens=words_out,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )
+        return EngineReply(
+            engine=ENGINE,
+            model_requested=request.model,
+            model_reported=MODEL,
+            content=content,
+            finish_reason="stop",
+            token_logprobs=None,
+            calls=(call,),
+            certainty_hint=_certainty(values, request.field_names, request.user),
+        )

@@ -1,1 +1,0 @@
-"""Everything that talks to (or stands in for) a model. The only package that imports openai."""

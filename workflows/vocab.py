@@ -1,0 +1,78 @@
+"""One word for each thing: finding codes, audit actions and model-call vocabulary.
+
+Every place that names a finding or an audit action uses these enums, so a typo is an
+AttributeError at import time instead of an event nobody can filter on. They are StrEnums:
+the stored and hashed value is the plain string, unchanged from before the enums existed.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Finding(StrEnum):
+    """What a validator (or the pipeline) found wrong with a draft."""
+
+    SCHEMA_INVALID = "schema_invalid"  # not JSON, or JSON that breaks the workflow's schema
+    EMPTY_OUTPUT = "empty_output"
+    LENGTH_EXCEEDED = "length_exceeded"  # longer than output.max_chars
+    TRUNCATED = "truncated"  # the provider stopped at max_tokens (finish_reason "length")
+    PII_IN_OUTPUT = "pii_in_output"  # personal data in the draft that the input did not supply
+    GUARDRAIL = "guardrail"  # banned term, blocked topic, obeyed injection, talk about its own approval
+    UNRESOLVED_PLACEHOLDER = "unresolved_placeholder"  # a redaction placeholder the model mangled
+    QA_FAILED = "qa_failed"  # the grading model judged the draft unacceptable
+
+
+# Findings that block whatever a workflow lists in routing.always_block_on: a truncated
+# answer is a partial draft, and one with a placeholder still in it would go out saying
+# "<CUSTOMER_NAME>".
+ALWAYS_BLOCKING = frozenset({Finding.UNRESOLVED_PLACEHOLDER, Finding.TRUNCATED})
+
+
+class AuditAction(StrEnum):
+    SUBMISSION_CREATED = "submission.created"
+    SUBMISSION_RETRIED = "submission.retried"
+    DRAFT_GENERATION_STARTED = "draft.generation_started"
+    DRAFT_GENERATED = "draft.generated"
+    DRAFT_ROUTED = "draft.routed"
+    DRAFT_FAILED = "draft.failed"
+    REVIEW_AUTO_APPROVED = "review.auto_approved"
+    REVIEW_CLAIMED = "review.claimed"
+    REVIEW_UNCLAIMED = "review.unclaimed"
+    REVIEW_APPROVED = "review.approved"
+    REVIEW_EDITED = "review.edited"
+    REVIEW_REJECTED = "review.rejected"
+    REVIEW_REGENERATE_REQUESTED = "review.regenerate_requested"
+    OUTPUT_RELEASED = "output.released"
+    OUTPUT_RETRACTED = "output.retracted"
+    WORKFLOW_PUBLISHED = "workflow.published"
+    AUDIT_EXPORTED = "audit.exported"
+    AUTH_DENIED = "auth.denied"
+
+
+class CallPurpose(StrEnum):
+    """Why a model call was made (one LLMCall row per HTTP request)."""
+
+    DRAFT = "draft"
+    REPAIR = "repair"  # the one regeneration with the validation error fed back
+    CASCADE = "cascade"  # re-draft with model.escalate_to
+    QA = "qa"  # the grading call
+    SAMPLE = "sample"  # a second sample for agreement-based certainty
+
+
+class CallOutcome(StrEnum):
+    OK = "ok"
+    CACHE_HIT = "cache_hit"  # no request was sent; the stored answer was reused
+    ERROR = "error"  # 5xx, connection error, unparseable answer
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    REFUSED_PARAMETER = "refused_parameter"  # the server rejected a parameter; retried without it
+    CIRCUIT_OPEN = "circuit_open"  # no request was sent: the model's breaker is open
+    CLIENT_ERROR = "client_error"  # 4xx that retrying cannot fix (bad key, unknown model)
+
+
+class FailureKind(StrEnum):
+    """Why a generation ended in `failed`; decides the plain words and the automatic retry."""
+
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # every model down or its circuit open: retried when one closes
+    PROVIDER_REFUSED = "provider_refused"  # e.g. bad key or unknown model: a person must act
+    INTERNAL = "internal"  # a bug or a database error on our side
