@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal
 
 import jsonschema
 import yaml
+from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .vocab import Finding
+
 FIELD_TYPES = ("text", "textarea", "choice", "multichoice", "integer", "decimal", "date", "boolean", "email")
-FINDING_CODES = (
-    "schema_invalid", "pii_in_output", "guardrail", "empty_output", "length_exceeded", "unresolved_placeholder",
-)
+FINDING_CODES = tuple(Finding)
 PLACEHOLDER_RE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
 # Anything in double braces: what an author meant as a placeholder, even if misspelt.
 BRACES_RE = re.compile(r"{{.*?}}", re.DOTALL)
@@ -125,9 +126,44 @@ class OutputDef(_Strict):
 class ModelDef(_Strict):
     name: str | None = None
     fallback: list[str] = []
+    # Cascade: a draft scoring under routing.block_below (or failing QA) is re-drafted once
+    # with this model before a human sees it.
     escalate_to: str | None = None
     temperature: float = Field(default=0.2, ge=0, le=2)
     max_tokens: int = Field(default=800, gt=0, le=32000)
+    # Per-workflow overrides of REVIEWDESK_LLM_TIMEOUT / REVIEWDESK_LLM_CONNECT_TIMEOUT.
+    timeout_seconds: float | None = Field(default=None, gt=0, le=600)
+    connect_timeout_seconds: float | None = Field(default=None, gt=0, le=60)
+    # Where certainty comes from when the provider returns no token logprobs: a second sample
+    # compared with the first ("agreement"), the QA grade ("qa", needs a qa section), or
+    # nothing ("none": such drafts are never auto-approved).
+    certainty_without_logprobs: Literal["agreement", "qa", "none"] = "agreement"
+
+    @model_validator(mode="after")
+    def _bounded_chain(self):
+        chain = [self.name, *self.fallback, *([self.escalate_to] if self.escalate_to else [])]
+        limit = getattr(settings, "REVIEWDESK_LLM_MAX_MODELS", 3)
+        if len(chain) > limit:
+            # Every model tried costs its timeout and retries; the task's time limit is sized
+            # for at most this many (settings refuse a combination that cannot fit).
+            raise _KeyedError(("fallback",), f"{len(chain)} models (name, fallback, escalate_to) exceed the limit of {limit}")
+        return self
+
+
+class QADef(_Strict):
+    """A second, cheaper model grades each draft against the input and this rubric."""
+
+    model: str = Field(min_length=1)
+    rubric: str = Field(min_length=1)
+    # A grade (0..1) under this is a qa_failed finding; the grade is a score component anyway.
+    fail_below: float = Field(default=0.5, ge=0, le=1)
+
+
+class GuardrailsDef(_Strict):
+    # Whole words or phrases, any case: a draft containing one is a guardrail finding.
+    banned_terms: list[Annotated[str, Field(min_length=1)]] = []
+    # Topics the drafts must not touch: name -> words or phrases that signal it.
+    blocked_topics: dict[str, list[Annotated[str, Field(min_length=1)]]] = {}
 
 
 class RoutingDef(_Strict):
@@ -166,6 +202,8 @@ class WorkflowDefinition(_Strict):
     routing: RoutingDef = RoutingDef()
     pii: Literal["redact", "allow"] = "redact"
     cache: bool = True
+    qa: QADef | None = None
+    guardrails: GuardrailsDef = GuardrailsDef()
 
     @field_validator("reviewer_groups")
     @classmethod
@@ -193,6 +231,12 @@ class WorkflowDefinition(_Strict):
             for placeholder in PLACEHOLDER_RE.findall(getattr(self.prompt, part)):
                 if placeholder not in names and placeholder not in RESERVED_NAMES:
                     raise _KeyedError(("prompt", part), f"{{{{ {placeholder} }}}} names no form field")
+        return self
+
+    @model_validator(mode="after")
+    def _qa_for_qa_certainty(self):
+        if self.model.certainty_without_logprobs == "qa" and self.qa is None:
+            raise _KeyedError(("model", "certainty_without_logprobs"), "'qa' needs a qa section (model and rubric)")
         return self
 
     def as_dict(self) -> dict[str, Any]:

@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 GENERATE_DRAFT = "workflows.tasks.generate_draft"
 
 
+def send_generation(submission_id: int) -> None:
+    """Put one generation message on the broker (raises when the broker is down)."""
+    current_app.send_task(GENERATE_DRAFT, args=[submission_id])
+
+
 def enqueue_generation(submission_id: int) -> None:
     """Send the generation task; called on commit.
 
@@ -22,6 +27,6 @@ def enqueue_generation(submission_id: int) -> None:
     error page: the row stays waiting and the periodic sweep sends it again.
     """
     try:
-        current_app.send_task(GENERATE_DRAFT, args=[submission_id])
+        send_generation(submission_id)
     except BrokerError:
         log.warning("broker unavailable; submission %s will be picked up by the sweep", submission_id)

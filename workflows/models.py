@@ -5,6 +5,8 @@ Writes go through ``workflows.services``; reads through ``workflows.selectors``.
 """
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
@@ -46,6 +48,10 @@ class WorkflowVersion(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     definition = models.JSONField()
+    # The same definition as JSON text in the author's key order. PostgreSQL's jsonb reorders
+    # object keys, and the order of a schema's properties is the order the model writes them
+    # and the page shows them, so the spec is parsed from this text.
+    definition_text = models.TextField(blank=True)
     source_yaml = models.TextField(blank=True)
     definition_hash = models.CharField(max_length=64)
     published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
@@ -73,7 +79,7 @@ class WorkflowVersion(models.Model):
         # generation task all ask for it several times.
         from .definitions import parse_definition
 
-        return parse_definition(self.definition)
+        return parse_definition(json.loads(self.definition_text) if self.definition_text else self.definition)
 
 
 class Lane(models.TextChoices):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 
 from . import selectors, services
 from .dispatch import enqueue_generation
@@ -29,15 +29,16 @@ def generate_draft(self, submission_id: int) -> None:
     attempt = submission.attempts
     spec = submission.workflow_version.spec
     # The model call takes seconds: give the connection back to the pool for its duration, so
-    # calls in flight are not capped by the number of database connections.
-    connection.close()
+    # calls in flight are not capped by the number of database connections. (Inside an outer
+    # transaction, as when a test runs the task in-process, there is nothing to give back.)
+    if not connection.in_atomic_block:
+        connection.close()
     try:
         result = run(spec, submission.data, engine=default_engine(), feedback=submission.regenerate_feedback)
     except Exception as exc:
         # Anything unexpected (a soft time limit, a bug) must still end the attempt visibly:
         # a submission left in "generating" would show a spinner forever.
         log.exception("submission %s attempt %s: generation failed", submission_id, attempt)
-        close_old_connections()
         services.generation_fail(
             submission_id=submission_id, attempt=attempt, kind=FailureKind.INTERNAL,
             reason=f"{type(exc).__name__}: {exc}"[:1000],

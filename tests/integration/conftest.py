@@ -4,7 +4,6 @@ need a worker)."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from pathlib import Path
@@ -12,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import wait_for
+from tests.conftest import CUSTOMER_REPLY_INPUT, wait_for
+from tests.scripted import scripted_result
 from workflows import services
 from workflows.definitions import parse_definition
-from workflows.llm.types import Completion
 from workflows.models import Submission, SubmissionState
 
 DEMO_WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "demo_workflows"
@@ -55,23 +54,21 @@ def wait_task_finished(worker, task_id: str) -> None:
     wait_for(lambda: pattern.search(Path(worker.log_path).read_text()), message=f"task {task_id} to finish")
 
 
-def completion(lane: str = "blocking", content: str = GOOD_OUTPUT, model: str = "gpt-4o-mini") -> Completion:
-    return Completion(
-        engine="openai",
-        model=model,
-        content=content,
-        token_logprobs=[math.log(CERTAINTY[lane])] * 8,
-        prompt_tokens=40,
-        completion_tokens=8,
-        latency_ms=120,
-    )
+def completion(lane: str = "blocking", content: str = GOOD_OUTPUT, model: str = "gpt-4o-mini", *, demo=None,
+               slug: str = "customer-reply", data=None):
+    """A pipeline result whose token probabilities put a good draft in ``lane``."""
+    spec = parse_definition(yaml.safe_load((DEMO_WORKFLOWS / f"{slug}.yaml").read_text()))
+    return scripted_result(spec, dict(data or CUSTOMER_REPLY_INPUT), probability=CERTAINTY[lane], content=content,
+                           model=model)
 
 
 def drafted(submission: Submission, *, lane: str = "blocking", content: str = GOOD_OUTPUT):
     """Claim a submission for generation and record a draft for it, as the task would."""
     claimed = services.generation_claim(submission_id=submission.pk)
     assert claimed is not None, "the submission should have been claimable"
-    draft = services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, completion=completion(lane, content))
+    result = scripted_result(submission.workflow_version.spec, submission.data, probability=CERTAINTY[lane],
+                             content=content)
+    draft = services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result)
     assert draft is not None
     return draft
 

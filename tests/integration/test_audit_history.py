@@ -95,7 +95,7 @@ def test_a_draft_that_fails_after_its_events_rolls_them_back(demo, customer_repl
 
     monkeypatch.setattr(services.drafts, "_review_due", fail_due)
     with pytest.raises(RuntimeError, match="simulated"):
-        services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, completion=completion("blocking"))
+        services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=completion("blocking"))
 
     assert AuditEvent.objects.count() == count
     assert not Draft.objects.filter(submission=submission).exists()

@@ -79,10 +79,10 @@ def test_a_stale_generation_is_reclaimed_as_attempt_two(demo, customer_reply_inp
     assert reclaimed.attempts == 2
     assert timezone.now() - reclaimed.generation_started_at < timedelta(seconds=5)
     # The worker that was given up on may still finish; its attempt-1 draft is dropped.
-    assert services.draft_record(submission_id=submission.pk, attempt=1, completion=completion("auto")) is None
+    assert services.draft_record(submission_id=submission.pk, attempt=1, result=completion("auto")) is None
     assert not Draft.objects.filter(submission=submission).exists()
     assert not AuditEvent.objects.filter(action="draft.generated").exists()
-    draft = services.draft_record(submission_id=submission.pk, attempt=2, completion=completion("auto"))
+    draft = services.draft_record(submission_id=submission.pk, attempt=2, result=completion("auto"))
     assert draft.attempt == 2
 
 
@@ -91,7 +91,7 @@ def test_a_late_failure_of_a_given_up_attempt_does_not_fail_the_new_one(demo, cu
     _stuck_generating(submission, seconds_ago=settings.REVIEWDESK_GENERATION_STALE_SECONDS + 5)
     services.generation_claim(submission_id=submission.pk)
 
-    services.generation_fail(submission_id=submission.pk, attempt=1, reason="late timeout of attempt 1")
+    services.generation_fail(submission_id=submission.pk, attempt=1, kind="internal", reason="late timeout of attempt 1")
 
     submission.refresh_from_db()
     assert (submission.state, submission.attempts, submission.failure_reason) == (SubmissionState.GENERATING, 2, "")

@@ -7,9 +7,11 @@ import pytest
 
 from tests.unit.conftest import DEMO_SLUGS
 from workflows.definitions import parse_definition
-from workflows.llm import offline
-from workflows.llm.confidence import score, validate_output
-from workflows.llm.prompts import render_prompt
+from workflows.pipeline.confidence import score
+from workflows.pipeline.engines.offline import MODEL, OfflineEngine
+from workflows.pipeline.prompts import render_prompt
+from workflows.pipeline.types import ModelRequest, Timeouts
+from workflows.pipeline.validators import validate_output
 
 INPUTS = {
     "customer-reply": {"customer_name": "Ann Example", "customer_email": "ann@example.com", "channel": "chat",
@@ -24,7 +26,14 @@ INPUTS = {
 
 
 def _draft(spec, values, feedback=""):
-    return offline.complete(spec, values, render_prompt(spec, values, feedback=feedback))
+    prompt = render_prompt(spec, values, feedback=feedback)
+    request = ModelRequest(
+        model="offline", system=prompt.system, user=prompt.user,
+        json_schema=spec.output.json_schema if spec.output.format == "json" else None,
+        temperature=0, max_tokens=800, timeouts=Timeouts(connect=5, total=30),
+        values=values, field_names=tuple(f.name for f in spec.form.all_fields()),
+    )
+    return OfflineEngine().complete(request)
 
 
 @pytest.mark.parametrize("slug", DEMO_SLUGS)
@@ -34,7 +43,7 @@ def test_offline_output_validates_against_the_demo_schema(demo_spec, slug):
     validation = validate_output(spec, completion.content)
     assert validation.findings == [], validation.details
     assert set(spec.output.json_schema["required"]) <= set(validation.parsed)
-    assert completion.engine == "offline" and completion.model == offline.MODEL
+    assert completion.engine == "offline" and completion.model_reported == MODEL
     assert completion.token_logprobs is None
     assert completion.prompt_tokens > 0 and completion.completion_tokens > 0
 
@@ -53,7 +62,7 @@ def test_offline_engine_is_deterministic(demo_spec, slug):
     first, second = _draft(spec, INPUTS[slug]), _draft(spec, dict(INPUTS[slug]))
     assert first.content == second.content
     assert first.certainty_hint == second.certainty_hint
-    assert (first.prompt_tokens, first.completion_tokens) == (second.prompt_tokens, second.completion_tokens)
+    assert (first.calls[0].prompt_tokens, first.calls[0].completion_tokens) == (second.calls[0].prompt_tokens, second.calls[0].completion_tokens)
 
 
 def test_offline_draft_uses_the_input(demo_spec):

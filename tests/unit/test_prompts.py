@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from workflows.definitions import parse_definition
-from workflows.llm.prompts import render_prompt, render_template
+from workflows.pipeline.prompts import render_prompt, render_template
 
 JSON_INSTRUCTION = "Answer with a single JSON object that matches the given schema."
 

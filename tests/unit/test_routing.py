@@ -1,10 +1,13 @@
 """The routing policy is a pure function (DESIGN.md section 4): table tests at the thresholds."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from workflows.models import Lane
 from workflows.routing import route, sample_draw_for
+from workflows.vocab import Finding
 
 POLICY = {
     "auto_approve_at": 0.90,
@@ -16,7 +19,7 @@ NEVER_SAMPLED = 0.99  # a draw above every rate used below
 
 
 def _route(score, findings=(), *, sample_draw=NEVER_SAMPLED, **overrides):
-    return route(score, findings, **{**POLICY, **overrides}, sample_draw=sample_draw)
+    return route(score, findings, SimpleNamespace(**{**POLICY, **overrides}), sample_draw)
 
 
 @pytest.mark.parametrize(
@@ -137,9 +140,8 @@ def test_sample_draw_is_stable_across_processes():
 
 
 def test_an_unresolved_placeholder_blocks_even_when_the_policy_does_not_list_it():
-    from workflows.llm.types import UNRESOLVED_PLACEHOLDER
-
-    decision = route(1.0, [UNRESOLVED_PLACEHOLDER], auto_approve_at=0.9, block_below=0.6,
-                     always_block_on=[], audit_sample_rate=0.0, sample_draw=0.5)
-    assert decision.lane == Lane.BLOCKING_REVIEW
-    assert UNRESOLVED_PLACEHOLDER in decision.reason
+    policy = SimpleNamespace(auto_approve_at=0.9, block_below=0.6, always_block_on=[], audit_sample_rate=0.0)
+    for finding in (Finding.UNRESOLVED_PLACEHOLDER, Finding.TRUNCATED):
+        decision = route(1.0, [finding], policy, 0.5)
+        assert decision.lane == Lane.BLOCKING_REVIEW
+        assert finding in decision.reason

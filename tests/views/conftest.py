@@ -5,14 +5,13 @@ the lane is chosen by the test).
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from django.test import Client
 
 from tests.conftest import CUSTOMER_REPLY_INPUT
 from workflows import services
-from workflows.llm.types import Completion
+from tests.scripted import scripted_result
 from workflows.models import Submission
 
 # Token probability that lands a customer-reply draft in each lane (auto >= 0.90, block < 0.60).
@@ -68,22 +67,20 @@ def client_for(people):
 def routed(demo):
     """Create a submission and route its first draft to ``lane`` through services.draft_record."""
 
-    def make(user, lane: str = "blocking_review", slug: str = "customer-reply", data=None, content=None) -> Submission:
+    def make(user, lane: str = "blocking_review", slug: str = "customer-reply", data=None, content=None,
+             sampled: bool = False) -> Submission:
         submission = services.submission_create(
             version=demo.version(slug), user=user, data=dict(data or DEFAULT_INPUT[slug])
         )
         claimed = services.generation_claim(submission_id=submission.pk)
-        probability = LANE_PROBABILITY[lane]
-        completion = Completion(
-            engine="openai",
-            model="gpt-4o-mini",
+        result = scripted_result(
+            submission.workflow_version.spec, submission.data, probability=LANE_PROBABILITY[lane],
             content=content if content is not None else json.dumps(DRAFT_CONTENT[slug]),
-            token_logprobs=[math.log(probability)] * 8,
-            prompt_tokens=40,
-            completion_tokens=8,
-            latency_ms=12,
         )
-        draft = services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, completion=completion)
+        # Never drawn for the audit sample unless the test asks: the draw must not depend on
+        # which primary key this test happens to get.
+        draft = services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result,
+                                      audit_draw=0.0 if sampled else 0.999)
         assert draft is not None and draft.lane == lane, f"fixture meant {lane}, routing said {draft and draft.lane}"
         submission.refresh_from_db()
         return submission

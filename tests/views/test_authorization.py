@@ -17,6 +17,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from workflows import services
 from workflows.models import AuditEvent, ReviewState, ReviewTask, Submission, SubmissionState
 
 LOGIN = "login"
@@ -61,6 +62,8 @@ MATRIX = [
     ("review_regenerate",   "POST", "/review/{task_a}/regenerate/",         (LOGIN, 404, 404, 409, 404, 409, 404, 404)),
     ("review_regenerate",   "POST", "/review/{task_b}/regenerate/",         (LOGIN, 404, 404, 404, 409, 404, 404, 404)),
     ("review_regenerate",   "POST", "/review/{task_dual}/regenerate/",      (LOGIN, 404, 404, 409, 404, 404, 404, 404)),
+    ("submission_retry",    "POST", "/submissions/{sub_a}/retry/",          (LOGIN, 409, 404, 409, 404, 409, 409, 404)),
+    ("submission_retry",    "POST", "/submissions/{sub_fail}/retry/",       (LOGIN, 302, 404, 302, 404, 302, 409, 404)),
     ("audit_log",           "GET",  "/audit/",                              (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
 ]
 # Names deliberately outside this matrix: the Django admin is not part of normal operation.
@@ -72,9 +75,12 @@ def world(people, routed):
     sub_a = routed(people["submitter"])
     sub_b = routed(people["submitter"], slug="underwriting-memo")
     sub_dual = routed(people["dual"])
+    sub_fail = services.submission_create(version=sub_a.workflow_version, user=people["submitter"], data=sub_a.data)
+    services.generation_claim(submission_id=sub_fail.pk)
+    services.generation_fail(submission_id=sub_fail.pk, attempt=1, kind="provider_unavailable", reason="503")
     task = lambda s: ReviewTask.objects.get(submission=s).pk  # noqa: E731
     return {
-        "sub_a": sub_a.pk, "sub_b": sub_b.pk, "sub_dual": sub_dual.pk,
+        "sub_a": sub_a.pk, "sub_b": sub_b.pk, "sub_dual": sub_dual.pk, "sub_fail": sub_fail.pk,
         "task_a": task(sub_a), "task_b": task(sub_b), "task_dual": task(sub_dual),
     }
 

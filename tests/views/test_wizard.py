@@ -6,7 +6,7 @@ import functools
 import pytest
 
 from workflows.models import AuditEvent, Submission
-from workflows.tasks import enqueue_generation
+from workflows.dispatch import enqueue_generation
 
 from .html import Page
 

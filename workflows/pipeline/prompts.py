@@ -27,9 +27,19 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+NOT_GIVEN = "not given"
+
+
+def _slot(value: Any) -> str:
+    # An optional field left empty reads "not given" in the prompt, not as an empty slot
+    # ("Order value: ." reads like a typo the model may try to fix).
+    text = as_text(value)
+    return text if text.strip() else NOT_GIVEN
+
+
 def render_template(template: str, values: dict[str, Any]) -> str:
     # Unknown placeholders were refused at publish time; .get keeps a stray one harmless.
-    return PLACEHOLDER_RE.sub(lambda m: as_text(values.get(m.group(1))), template)
+    return PLACEHOLDER_RE.sub(lambda m: _slot(values.get(m.group(1))), template)
 
 
 def render_prompt(spec: WorkflowDefinition, values: dict[str, Any], *, feedback: str = "") -> RenderedPrompt:

@@ -208,9 +208,9 @@ def draft_record(
             "cost_usd": str(result.cost_usd),
             "calls": len(result.calls),
             "cache_hit": result.cache_hit,
-            "failed_models": sorted({c.model_requested for c in result.calls if not c.ok}),
+            "failed_models": [f"{c.model_requested}: {c.outcome}" for c in result.calls if not c.ok],
             "pii_mode": result.pii_mode,
-            "pii_redacted": list(result.redacted),
+            "pii_redacted_fields": list(result.redacted),
         },
     )
     submission.transition_to(SubmissionState.ROUTED)

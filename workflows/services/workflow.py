@@ -1,6 +1,8 @@
 """Publishing workflow definitions as immutable versions."""
 from __future__ import annotations
 
+import json
+
 from django.contrib.auth.models import Group
 from django.db import transaction
 
@@ -36,6 +38,7 @@ def workflow_publish(*, spec: WorkflowDefinition, source_yaml: str = "", actor=N
         workflow=workflow,
         number=(current.number + 1) if current else 1,
         definition=definition,
+        definition_text=json.dumps(definition, ensure_ascii=False),
         source_yaml=source_yaml,
         definition_hash=digest,
         published_by=actor if actor.is_active else None,

@@ -117,7 +117,10 @@ def submission_list(request):
 
 
 def submission_detail(request, pk: int):
-    submission = selectors.submission_for(request.user, pk)
+    return _submission_page(request, selectors.submission_for(request.user, pk))
+
+
+def _submission_page(request, submission, status: int = 200):
     is_owner = submission.submitted_by_id == request.user.pk
     can_see_drafts = not is_owner or has_role(request.user, COMPLIANCE)
     context = {
@@ -131,7 +134,7 @@ def submission_detail(request, pk: int):
         "fields": submission.workflow_version.spec.form.all_fields(),
         "can_retry": services.may_retry(submission, request.user),
     }
-    return render_page(request, "workflows/submission_detail.html", context, partial="status")
+    return render_page(request, "workflows/submission_detail.html", context, partial="status", status=status)
 
 
 @require_POST
@@ -139,8 +142,8 @@ def submission_retry(request, pk: int):
     """Send a failed submission to the drafting service again (nothing is retyped)."""
     submission = selectors.submission_for(request.user, pk)
     if not services.may_retry(submission, request.user):
-        messages.error(request, "This submission cannot be retried now.")
-        return redirect("submission_detail", pk=submission.pk)
+        messages.error(request, "Only a failed submission can be tried again, by its submitter or a reviewer.")
+        return _submission_page(request, submission, status=409)
     services.submission_retry(submission_id=submission.pk, actor=request.user, reason="retried by hand")
     messages.success(request, "Sent again: a new draft is being prepared.")
     return redirect("submission_detail", pk=submission.pk)
