@@ -4,6 +4,7 @@ With nothing configured the app runs on an embedded default: a SQLite file and k
 filesystem broker under ./var, and the offline draft engine. Production (DJANGO_DEBUG=false)
 refuses to start without a real secret key.
 """
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -152,6 +153,15 @@ X_FRAME_OPTIONS = "DENY"
 # Celery. Redis when REDIS_URL is set; otherwise kombu's filesystem transport, which needs no
 # server and still lets a separate worker process consume (see docs/ARCHITECTURE.md).
 REDIS_URL = env_str("REDIS_URL", "")
+# Prefix of every name this deployment uses on the broker and in the Redis cache: the Celery
+# queues (<prefix>llm, <prefix>celery) and the cache keys (<prefix>reviewdesk:...). Empty in a
+# normal deployment; the test suite gives each run its own so that two runs (or two deployments)
+# sharing one Redis never take each other's tasks or read each other's cache.
+REVIEWDESK_NAMESPACE = env_str("REVIEWDESK_NAMESPACE", "")
+if not re.fullmatch(r"[A-Za-z0-9_.-]*", REVIEWDESK_NAMESPACE):
+    raise ImproperlyConfiguredEnv(
+        f"REVIEWDESK_NAMESPACE={REVIEWDESK_NAMESPACE!r} may only use letters, digits, '_', '.' and '-'."
+    )
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
@@ -170,7 +180,11 @@ else:
 # breakers, parameter memory), process memory for the embedded default.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "drafts": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "reviewdesk"}
+    "drafts": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{REVIEWDESK_NAMESPACE}reviewdesk",
+    }
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "drafts"},
 }
@@ -183,17 +197,53 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("REVIEWDESK_TASK_TIME_LIMIT", 300, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
-CELERY_TASK_ROUTES = {"workflows.tasks.generate_draft": {"queue": "llm"}}
-CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Workers consume both queues: `celery worker -Q <prefix>llm,<prefix>celery`.
+REVIEWDESK_LLM_QUEUE = f"{REVIEWDESK_NAMESPACE}llm"
+CELERY_TASK_ROUTES = {"workflows.tasks.generate_draft": {"queue": REVIEWDESK_LLM_QUEUE}}
+CELERY_TASK_DEFAULT_QUEUE = f"{REVIEWDESK_NAMESPACE}celery"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The worker logs through Django's LOGGING (below), so its lines carry the request id too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Model provider. Without a key the offline draft engine is used and labelled in the UI.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "") or None
 REVIEWDESK_DEFAULT_MODEL = env_str("REVIEWDESK_DEFAULT_MODEL", "gpt-4o-mini")
+# Seconds one request may take in all (connect + wait for the whole answer), and to connect.
 REVIEWDESK_LLM_TIMEOUT = env_float("REVIEWDESK_LLM_TIMEOUT", 30.0)
 REVIEWDESK_LLM_CONNECT_TIMEOUT = env_float("REVIEWDESK_LLM_CONNECT_TIMEOUT", 5.0)
+# Retries after a failed request (timeouts, connection errors, 429, 5xx), in the engine only.
 REVIEWDESK_LLM_MAX_RETRIES = env_int("REVIEWDESK_LLM_MAX_RETRIES", 2, minimum=0)
+# Longest pause before a retry; a server's retry-after beyond it is not waited for (the next
+# model is tried instead).
+REVIEWDESK_LLM_RETRY_WAIT_CAP = env_float("REVIEWDESK_LLM_RETRY_WAIT_CAP", 3.0)
+# The most models a workflow may list (primary, fallbacks and escalate_to together).
+REVIEWDESK_LLM_MAX_MODELS = env_int("REVIEWDESK_LLM_MAX_MODELS", 3, minimum=1)
+# Circuit breaker per provider and model, shared through Redis: failures in a row that open it,
+# and seconds it stays open before one trial request.
+REVIEWDESK_LLM_BREAKER_FAIL_MAX = env_int("REVIEWDESK_LLM_BREAKER_FAIL_MAX", 5, minimum=1)
+REVIEWDESK_LLM_BREAKER_RESET_SECONDS = env_int("REVIEWDESK_LLM_BREAKER_RESET_SECONDS", 30, minimum=1)
+# Seconds a parameter a server refused (json_schema, logprobs, ...) is left out of its requests.
+REVIEWDESK_LLM_PARAMETER_MEMORY_SECONDS = env_int("REVIEWDESK_LLM_PARAMETER_MEMORY_SECONDS", 3600, minimum=0)
+if not (REVIEWDESK_LLM_TIMEOUT > 0 and REVIEWDESK_LLM_CONNECT_TIMEOUT > 0):
+    raise ImproperlyConfiguredEnv("REVIEWDESK_LLM_TIMEOUT and REVIEWDESK_LLM_CONNECT_TIMEOUT must be more than 0 seconds.")
+if REVIEWDESK_LLM_RETRY_WAIT_CAP < 0:
+    raise ImproperlyConfiguredEnv(f"REVIEWDESK_LLM_RETRY_WAIT_CAP={REVIEWDESK_LLM_RETRY_WAIT_CAP} must not be negative.")
+# Every try of every model a workflow may list must fit in one task: the same sum as the
+# engine's per-model budget (engines/openai.py budget_seconds), times the models.
+_LLM_MODEL_SECONDS = (
+    REVIEWDESK_LLM_TIMEOUT * (REVIEWDESK_LLM_MAX_RETRIES + 1) + REVIEWDESK_LLM_MAX_RETRIES * REVIEWDESK_LLM_RETRY_WAIT_CAP
+)
+if _LLM_MODEL_SECONDS * REVIEWDESK_LLM_MAX_MODELS >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfiguredEnv(
+        f"Model calls cannot fit in one task: REVIEWDESK_LLM_TIMEOUT={REVIEWDESK_LLM_TIMEOUT:g} s x "
+        f"(REVIEWDESK_LLM_MAX_RETRIES={REVIEWDESK_LLM_MAX_RETRIES} + 1) + {REVIEWDESK_LLM_MAX_RETRIES} x "
+        f"REVIEWDESK_LLM_RETRY_WAIT_CAP={REVIEWDESK_LLM_RETRY_WAIT_CAP:g} s = {_LLM_MODEL_SECONDS:g} s per model, "
+        f"x REVIEWDESK_LLM_MAX_MODELS={REVIEWDESK_LLM_MAX_MODELS} = {_LLM_MODEL_SECONDS * REVIEWDESK_LLM_MAX_MODELS:g} s, "
+        f"must be less than the task's soft time limit of {CELERY_TASK_SOFT_TIME_LIMIT} s "
+        f"(REVIEWDESK_TASK_TIME_LIMIT={CELERY_TASK_TIME_LIMIT} - 5). Lower the timeout, retries or models, "
+        f"or raise REVIEWDESK_TASK_TIME_LIMIT."
+    )
 # The draft cache (pipeline/cache.py): seconds a temperature-0 answer is reused.
 REVIEWDESK_CACHE_TTL_SECONDS = env_int("REVIEWDESK_CACHE_TTL_SECONDS", 86400, minimum=0)
 REVIEWDESK_DRAFT_CACHE = "drafts"
@@ -209,15 +259,20 @@ REVIEWDESK_GENERATION_STALE_SECONDS = env_int(
 # A submission still waiting this long after it was saved lost its task (broker down at commit)
 # and is sent again by the periodic sweep.
 REVIEWDESK_ENQUEUE_GRACE_SECONDS = env_int("REVIEWDESK_ENQUEUE_GRACE_SECONDS", 120, minimum=5)
+# A submission that failed because no provider answered is retried automatically, at most
+# once per this many seconds, when one of its models' circuits is no longer open.
+REVIEWDESK_AUTO_RETRY_SECONDS = env_int("REVIEWDESK_AUTO_RETRY_SECONDS", 60, minimum=5)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
+    "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
 }
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "reviewdesk.observability.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env_str("REVIEWDESK_LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
 }

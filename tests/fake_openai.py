@@ -8,17 +8,46 @@ form input it submits, exactly as a user would:
   [[lane:auto]]      high token probabilities      -> auto_approve
   [[lane:async]]     middling token probabilities  -> async_review
   [[lane:blocking]]  low token probabilities       -> blocking_review
+  [[uncertain:FIELD]] the value tokens of FIELD get the blocking probability (per-field certainty)
   [[invalid]]        output that breaks the JSON schema
   [[down:MODEL]]     MODEL answers HTTP 503 (to exercise the fallback model)
   [[mangle]]         the greeting's name is re-cased (a placeholder the model altered)
+  [[finish:length]]  the answer is reported as cut off at max_tokens (finish_reason "length")
+  [[reported:NAME]]  the server reports NAME as the model that answered (e.g. a dated version)
+
+Failures, counted per marker and user message (so retries of one request see the sequence, and
+two tests using the same marker with different messages do not share it):
+  [[status:CODE:N]]           the first N requests answer HTTP CODE (500, 401, 404, 429, ...)
+  [[429-retry-after:S]]       the first request answers 429 with `Retry-After: S`
+  [[429-retry-after-ms:MS]]   the first request answers 429 with `retry-after-ms: MS`
+  [[slow:S]] / [[slow:S:N]]   every (or the first N) request waits S seconds before answering
+  [[should-retry:false]]      scripted failures carry `x-should-retry: false`
+  [[quota-exhausted]]         every request answers 429 insufficient_quota (billing, not load)
+
+Compatibility profiles, [[profile:NAME]], behaving like partial OpenAI-compatible servers
+(several may be given):
+  llamacpp-no-json-schema  HTTP 500 to response_format json_schema, with a message that names
+                           nothing useful (as llama.cpp does when it cannot make a grammar)
+  no-response-format       HTTP 400 naming response_format to any response_format
+  no-logprobs              HTTP 400 naming logprobs when logprobs is asked for
+  no-logprobs-unless-top   answers `logprobs: null` unless top_logprobs > 0 is sent
+  grammar-logprobs         grammar-forced tokens (braces, keys, quotes, separators) come back
+                           with logprob -1e-13, i.e. certain whatever the model thought
+  max-completion-tokens    HTTP 400 to max_tokens, asking for max_completion_tokens (newer
+                           OpenAI models)
+  llamacpp                 llamacpp-no-json-schema + no-logprobs-unless-top + grammar-logprobs
+
 The reply greets the customer named in "Customer X wrote", so tests can follow a redaction
-placeholder through the model and back.
+placeholder through the model and back. Its tokens split like a real tokenizer's would: JSON
+punctuation and keys apart from the words of the values, so that joining the tokens gives the
+content exactly and each token belongs to one field (or to none).
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,16 +59,26 @@ LOGPROB_BY_LANE = {
     "async": math.log(0.80),
     "blocking": math.log(0.30),
 }
+GRAMMAR_FORCED_LOGPROB = -1e-13
+PROFILE_PARTS = {
+    "llamacpp": ("llamacpp-no-json-schema", "no-logprobs-unless-top", "grammar-logprobs"),
+}
+_WORD = re.compile(r"\s?\w+|\s?[^\w\s]|\s+")
+_STATUS = re.compile(r"\[\[status:(\d{3}):(\d+)\]\]")
+_RETRY_AFTER = re.compile(r"\[\[429-retry-after(-ms)?:([\d.]+)\]\]")
+_SLOW = re.compile(r"\[\[slow:([\d.]+)(?::(\d+))?\]\]")
 
 
 @dataclass
 class FakeModel:
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    seen: dict[str, int] = field(default_factory=dict)  # requests per (marker, user message)
 
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.seen.clear()
 
     def calls_for(self, needle: str) -> list[dict]:
         """Requests whose user message contains ``needle``."""
@@ -51,13 +90,48 @@ class FakeModel:
         with self.lock:
             self.requests.append(body)
         user = _user_message(body)
+        for match in _SLOW.finditer(user):
+            limit = match.group(2)
+            if limit is None or self._nth(match.group(0), user) <= int(limit):
+                time.sleep(float(match.group(1)))
+        failure = self._scripted_failure(body, user) or _refusal(body, _profiles(user))
+        if failure is not None:
+            return failure
+        return _json_response(200, self._completion(body, user))
+
+    def _nth(self, marker: str, user: str) -> int:
+        """How many requests (this one included) carried ``marker`` in this user message."""
+        key = f"{marker}\x1f{user}"
+        with self.lock:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            return self.seen[key]
+
+    def _scripted_failure(self, body: dict, user: str) -> Response | None:
         model = body.get("model", "")
         if f"[[down:{model}]]" in user:
-            return Response(json.dumps({"error": {"message": f"{model} is down", "type": "server_error"}}),
-                            status=503, content_type="application/json")
+            return _error(503, f"{model} is down", "server_error")
+        if "[[quota-exhausted]]" in user:
+            return _error(429, "You exceeded your current quota, please check your plan and billing details.",
+                          "insufficient_quota", code="insufficient_quota")
+        for match in _STATUS.finditer(user):
+            if self._nth(match.group(0), user) <= int(match.group(2)):
+                status = int(match.group(1))
+                headers = {"x-should-retry": "false"} if "[[should-retry:false]]" in user else None
+                return _error(status, f"scripted HTTP {status}", "server_error" if status >= 500 else "invalid_request_error",
+                              code="invalid_api_key" if status == 401 else None, headers=headers)
+        for match in _RETRY_AFTER.finditer(user):
+            if self._nth(match.group(0), user) == 1:
+                header = "retry-after-ms" if match.group(1) else "Retry-After"
+                return _error(429, "Rate limit reached, please try again later", "rate_limit_error",
+                              headers={header: match.group(2)})
+        return None
+
+    def _completion(self, body: dict, user: str) -> dict:
+        model = body.get("model", "")
+        profiles = _profiles(user)
         lane = next((name for name in LOGPROB_BY_LANE if f"[[lane:{name}]]" in user), "auto")
         if "[[invalid]]" in user:
-            content = json.dumps({"reply": "Sorry about that.", "tone": "furious"})
+            answer = {"reply": "Sorry about that.", "tone": "furious"}
         else:
             # Like a real model, it addresses the customer by whatever name the prompt gives,
             # which is a redaction placeholder when the name field is marked pii.
@@ -65,26 +139,108 @@ class FakeModel:
             greeting = name.group(1) if name else "customer"
             if "[[mangle]]" in user:  # a model that rewrites the placeholder it was given
                 greeting = greeting.title()
-            content = json.dumps({"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": "apologetic"})
-        tokens = content.split(" ")
-        logprob = LOGPROB_BY_LANE[lane]
-        payload = {
+            answer = {"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": "apologetic"}
+        tokens = json_tokens(answer)
+        content = "".join(token for token, _ in tokens)
+        uncertain = set(re.findall(r"\[\[uncertain:(\w+)\]\]", user))
+
+        def logprob(field_name: str | None) -> float:
+            if field_name is None and "grammar-logprobs" in profiles:
+                return GRAMMAR_FORCED_LOGPROB
+            return LOGPROB_BY_LANE["blocking" if field_name in uncertain else lane]
+
+        logprobs = None
+        if body.get("logprobs") and not ("no-logprobs-unless-top" in profiles and not body.get("top_logprobs")):
+            logprobs = {"content": [
+                {"token": t, "logprob": logprob(f), "bytes": list(t.encode()),
+                 "top_logprobs": [{"token": t, "logprob": logprob(f), "bytes": list(t.encode())}]
+                 if body.get("top_logprobs") else []}
+                for t, f in tokens
+            ]}
+        reported = re.search(r"\[\[reported:([^\]]+)\]\]", user)
+        return {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model,
+            "model": reported.group(1) if reported else model,
             "choices": [{
                 "index": 0,
-                "finish_reason": "stop",
+                "finish_reason": "length" if "[[finish:length]]" in user else "stop",
                 "message": {"role": "assistant", "content": content},
-                "logprobs": {"content": [
-                    {"token": t, "logprob": logprob, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens
-                ]},
+                "logprobs": logprobs,
             }],
             "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(tokens),
                       "total_tokens": len(user.split()) + len(tokens)},
         }
-        return Response(json.dumps(payload), status=200, content_type="application/json")
+
+
+@contextlib.contextmanager
+def serving():
+    """A FakeModel on its own threaded loopback server (requests are answered concurrently, so
+    a slow answer does not hold up the next one), with ``base_url`` set."""
+    from pytest_httpserver import HTTPServer
+
+    model = FakeModel()
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.expect_request("/v1/chat/completions", method="POST").respond_with_handler(model.handle)
+    server.start()
+    model.base_url = server.url_for("/v1")
+    try:
+        yield model
+    finally:
+        server.clear()
+        server.stop()
+
+
+def json_tokens(answer: dict) -> list[tuple[str, str | None]]:
+    """``(token, field)`` pairs whose tokens join to ``json.dumps(answer)``; ``field`` is the
+    key whose value the token is part of, or None for structure (braces, keys, quotes, ``, ``)."""
+    tokens: list[tuple[str, str | None]] = [("{", None)]
+    for index, (key, value) in enumerate(answer.items()):
+        if index:
+            tokens.append((", ", None))
+        tokens += [('"', None), (json.dumps(key)[1:-1], None), ('": ', None)]
+        encoded = json.dumps(value)
+        if isinstance(value, str):
+            tokens += [('"', None), *((w, key) for w in _WORD.findall(encoded[1:-1])), ('"', None)]
+        else:
+            tokens += [(w, key) for w in _WORD.findall(encoded)]
+    tokens.append(("}", None))
+    assert "".join(t for t, _ in tokens) == json.dumps(answer)
+    return tokens
+
+
+def _refusal(body: dict, profiles: set[str]) -> Response | None:
+    response_format = (body.get("response_format") or {}).get("type")
+    if "llamacpp-no-json-schema" in profiles and response_format == "json_schema":
+        return _error(500, "[json.exception.type_error.302] type must be string, but is object", "server_error")
+    if "no-response-format" in profiles and response_format:
+        return _error(400, f"response_format of type '{response_format}' is not supported by this server",
+                      "invalid_request_error", param="response_format")
+    if "no-logprobs" in profiles and body.get("logprobs"):
+        return _error(400, "logprobs is not supported with this model.", "invalid_request_error", param="logprobs")
+    if "max-completion-tokens" in profiles and "max_tokens" in body:
+        return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.", "invalid_request_error", param="max_tokens",
+                      code="unsupported_parameter")
+    return None
+
+
+def _profiles(user: str) -> set[str]:
+    names = set(re.findall(r"\[\[profile:([\w-]+)\]\]", user))
+    for name in list(names):
+        names.update(PROFILE_PARTS.get(name, ()))
+    return names
+
+
+def _error(status: int, message: str, kind: str, *, param: str | None = None, code: str | None = None,
+           headers: dict | None = None) -> Response:
+    payload = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return _json_response(status, payload, headers=headers)
+
+
+def _json_response(status: int, payload: dict, *, headers: dict | None = None) -> Response:
+    return Response(json.dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
 def _user_message(body: dict) -> str:

@@ -123,3 +123,23 @@ def stalled_generation_ids(*, limit: int = 500) -> list[int]:
     stale_before = now - timedelta(seconds=settings.REVIEWDESK_GENERATION_STALE_SECONDS)
     stalled = Submission.objects.stalled(waiting_since=waiting_since, stale_before=stale_before)
     return list(stalled.order_by("updated_at").values_list("pk", flat=True)[:limit])
+
+
+def failed_generations_to_retry(*, limit: int = 200) -> list[int]:
+    """Failed for want of a provider, failed long enough ago, and with a model whose circuit
+    is closed (or half-open: the retry is the trial call). System-wide: for the periodic task."""
+    from .pipeline.engines import model_available
+
+    failed_before = timezone.now() - timedelta(seconds=settings.REVIEWDESK_AUTO_RETRY_SECONDS)
+    candidates = (
+        Submission.objects.failed_retryable()
+        .filter(updated_at__lt=failed_before)
+        .select_related("workflow_version")
+        .order_by("updated_at")[:limit]
+    )
+    ready = []
+    for submission in candidates:
+        spec = submission.workflow_version.spec
+        if any(model_available(model) for model in [spec.model.name or settings.REVIEWDESK_DEFAULT_MODEL, *spec.model.fallback]):
+            ready.append(submission.pk)
+    return ready

@@ -45,12 +45,16 @@ def generate_draft(self, submission_id: int) -> None:
         )
         return
     if result.failed:
+        log.warning("submission %s attempt %s: no model answered (%s)", submission_id, attempt, result.failure.kind)
         services.generation_fail(
             submission_id=submission_id, attempt=attempt, kind=result.failure.kind,
             reason=result.failure.detail, calls=result.calls,
         )
-    else:
-        services.draft_record(submission_id=submission_id, attempt=attempt, result=result)
+        return
+    draft = services.draft_record(submission_id=submission_id, attempt=attempt, result=result)
+    if draft is not None:
+        log.info("submission %s attempt %s: %s drafted, score %.2f, lane %s, %d calls, $%s",
+                 submission_id, attempt, result.model, result.score, draft.lane, len(result.calls), result.cost_usd)
 
 
 @shared_task(name="workflows.tasks.requeue_stalled_generations")
@@ -64,3 +68,19 @@ def requeue_stalled_generations() -> int:
     if ids:
         log.info("requeued generation for %d stalled submissions", len(ids))
     return len(ids)
+
+
+@shared_task(name="workflows.tasks.retry_failed_generations")
+def retry_failed_generations() -> int:
+    """Send failed submissions again once a model they can use answers again.
+
+    Only failures of kind provider_unavailable (every model down or its circuit open) are
+    retried, only when the primary model's or a fallback's circuit is no longer open, and at
+    most once per REVIEWDESK_AUTO_RETRY_SECONDS per submission, so a provider that is still
+    down is not hammered by the backlog.
+    """
+    ids = selectors.failed_generations_to_retry()
+    retried = [pk for pk in ids if services.submission_retry(submission_id=pk, reason="provider available again")]
+    if retried:
+        log.info("retried %d submissions after their provider recovered", len(retried))
+    return len(retried)

@@ -23,7 +23,7 @@ TRIGGER = "workflows_auditevent_no_update_delete"
 
 def _events(n: int, actor=None) -> list[AuditEvent]:
     return [
-        audit.record_standalone(action="test.step", object_type="thing", object_id=i, actor=actor,
+        audit.record_standalone(action="submission.created", object_type="thing", object_id=i, actor=actor,
                                 payload={"step": i, "text": f"event {i}"})
         for i in range(n)
     ]
@@ -47,7 +47,13 @@ def _tamper(sql: str, params: list) -> None:
 def test_record_outside_a_transaction_raises(transactional_db):
     assert not connection.in_atomic_block
     with pytest.raises(RuntimeError, match="inside the transaction"):
-        audit.record(action="test.orphan", object_type="thing", object_id=1)
+        audit.record(action="auth.denied", object_type="thing", object_id=1)
+    assert not AuditEvent.objects.exists()
+
+
+def test_record_refuses_an_action_outside_the_vocabulary(db):
+    with pytest.raises(ValueError, match="not a valid AuditAction"):
+        audit.record_standalone(action="review.aproved", object_type="thing", object_id=1)
     assert not AuditEvent.objects.exists()
 
 
@@ -59,7 +65,7 @@ def test_record_standalone_opens_its_own_transaction(transactional_db):
 def test_events_roll_back_with_the_change_they_record(db):
     with pytest.raises(ZeroDivisionError):
         with transaction.atomic():
-            audit.record(action="test.step", object_type="thing", object_id=1)
+            audit.record(action="submission.created", object_type="thing", object_id=1)
             1 / 0
     assert not AuditEvent.objects.exists()
 
@@ -90,8 +96,8 @@ def test_record_captures_actor_object_and_request_context(db, make_user):
 def test_anonymous_and_missing_actor_are_system(db):
     from django.contrib.auth.models import AnonymousUser
 
-    assert audit.record_standalone(action="x.y", actor=AnonymousUser()).actor_label == "system"
-    assert audit.record_standalone(action="x.y").actor_label == "system"
+    assert audit.record_standalone(action="auth.denied", actor=AnonymousUser()).actor_label == "system"
+    assert audit.record_standalone(action="auth.denied").actor_label == "system"
 
 
 def test_stored_rows_hash_the_same_as_when_written(db):
@@ -170,7 +176,7 @@ def test_tampering_with_a_row_is_detected_at_that_event(db, column, value):
 def test_repointing_a_foreign_key_is_detected(db, demo, column):
     submitter, reviewer = demo.users["submitter"], demo.users["reviewer"]
     with transaction.atomic():
-        event = audit.record(action="test.fk", object_type="t", object_id=1, actor=submitter,
+        event = audit.record(action="auth.denied", object_type="t", object_id=1, actor=submitter,
                              workflow_version=demo.version("customer-reply"))
     other = {"actor_id": reviewer.pk, "workflow_version_id": demo.version("underwriting-memo").pk}[column]
     _tamper(f"UPDATE workflows_auditevent SET {column} = %s WHERE id = %s", [other, event.pk])
@@ -187,7 +193,7 @@ def test_concurrent_writers_cannot_fork_the_chain(transactional_db):
     def write(n):
         try:
             for i in range(n):
-                audit.record_standalone(action="test.concurrent", object_type="t", object_id=i)
+                audit.record_standalone(action="auth.denied", object_type="t", object_id=i)
         finally:
             connections.close_all()
 
@@ -279,7 +285,7 @@ def test_trigger_rejects_raw_update_and_delete(db, sql):
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [event.pk])
     stored = AuditEvent.objects.get(pk=event.pk)
-    assert stored.action == "test.step"
+    assert stored.action == "submission.created"
 
 
 def test_trigger_rejects_queryset_update(db):
@@ -314,7 +320,7 @@ def test_model_save_on_an_existing_event_raises(db):
     event.action = "review.approved"
     with pytest.raises(DomainError, match="append-only"):
         event.save()
-    assert AuditEvent.objects.get(pk=event.pk).action == "test.step"
+    assert AuditEvent.objects.get(pk=event.pk).action == "submission.created"
 
 
 def test_model_delete_raises(db):
@@ -325,7 +331,7 @@ def test_model_delete_raises(db):
 
 
 def test_payload_numbers_are_stored_as_the_database_returns_them(db):
-    event = audit.record_standalone(action="x.y", payload={"a": 1e16, "b": 5.0, "c": 0.25, "d": -0.0})
+    event = audit.record_standalone(action="auth.denied", payload={"a": 1e16, "b": 5.0, "c": 0.25, "d": -0.0})
     assert event.payload == {"a": 10**16, "b": 5, "c": 0.25, "d": 0}
     assert all(type(v) is t for v, t in zip(event.payload.values(), (int, int, float, int)))
 
@@ -346,9 +352,9 @@ def test_client_addresses_are_stored_as_hashed_so_the_chain_verifies(db, remote_
     token = client_ip_var.set(remote_addr)
     try:
         with transaction.atomic():
-            audit.record(action="test.ip", object_type="t", object_id=1)
+            audit.record(action="auth.denied", object_type="t", object_id=1)
     finally:
         client_ip_var.reset(token)
-    event = AuditEvent.objects.get(action="test.ip")
+    event = AuditEvent.objects.get(action="auth.denied")
     assert event.ip == stored
     assert audit.verify_chain().ok

@@ -45,7 +45,7 @@ def test_offline_output_validates_against_the_demo_schema(demo_spec, slug):
     assert set(spec.output.json_schema["required"]) <= set(validation.parsed)
     assert completion.engine == "offline" and completion.model_reported == MODEL
     assert completion.token_logprobs is None
-    assert completion.prompt_tokens > 0 and completion.completion_tokens > 0
+    assert completion.calls[0].prompt_tokens > 0 and completion.calls[0].completion_tokens > 0
 
 
 @pytest.mark.parametrize("slug", DEMO_SLUGS)

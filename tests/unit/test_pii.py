@@ -1,7 +1,7 @@
-"""Reversible redaction of pii fields (workflows/llm/pii.py)."""
+"""Reversible redaction of pii fields (workflows/pipeline/pii.py)."""
 import json
 
-from workflows.llm import pii
+from workflows.pipeline import pii
 
 
 def test_only_pii_fields_with_values_are_replaced(demo_spec, customer_reply_input):

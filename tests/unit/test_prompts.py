@@ -40,18 +40,21 @@ def test_lists_are_joined(demo_spec):
     assert "Customers affected: 12." in prompt.user
 
 
-def test_missing_optional_values_render_empty(demo_spec, customer_reply_input):
+def test_missing_optional_values_render_as_not_given(demo_spec, customer_reply_input):
+    # Not as dangling punctuation ("Order value: .") that reads like a typo to the model.
     customer_reply_input["order_value"] = None
+    customer_reply_input["channel"] = "  "
     del customer_reply_input["refund_offered"]
     prompt = render_prompt(demo_spec(), customer_reply_input)
-    assert "Order value: . Refund may be offered: ." in prompt.user
+    assert "Order value: not given. Refund may be offered: not given." in prompt.user
+    assert "via not given:" in prompt.user
     assert "None" not in prompt.user
 
 
 def test_typed_values_render_plainly():
     template = "{{ d }} / {{ n }} / {{ i }} / {{ empty }}"
     text = render_template(template, {"d": datetime.date(2025, 1, 31), "n": Decimal("10.50"), "i": 0, "empty": []})
-    assert text == "2025-01-31 / 10.50 / 0 / "
+    assert text == "2025-01-31 / 10.50 / 0 / not given"
 
 
 def test_placeholder_syntax_in_a_value_is_not_expanded():

@@ -195,7 +195,9 @@ def finish_stage(ctx: _Run, reply: EngineReply) -> _Scored:
 
 def repair_stage(ctx: _Run, attempt: _Scored) -> _Scored | None:
     """One regeneration with the validation error fed back (parse or schema failures only)."""
-    error = attempt.validation.details.get(Finding.SCHEMA_INVALID, "")
+    # The error is computed on the restored answer and may quote a real value ("'Ann Example'
+    # is not one of ..."): mask it like any other text bound for the model.
+    error = ctx.redaction.mask(attempt.validation.details.get(Finding.SCHEMA_INVALID, ""))
     prompt = RenderedPrompt(
         system=ctx.prompt.system,
         user=f"{ctx.prompt.user}\n\nYour previous answer could not be used: {error}\n"
@@ -219,10 +221,12 @@ def agreement_stage(ctx: _Run, attempt: _Scored, models: list[str]) -> _Scored:
     except _AllModelsFailed:
         return attempt
     other = validate_output(ctx.spec, restore_stage(ctx, second.content))
-    value = confidence.agreement(
-        attempt.validation.parsed if attempt.validation.parsed is not None else attempt.content,
-        other.parsed if other.parsed is not None else second.content,
-    )
+    first = attempt.validation.parsed if attempt.validation.parsed is not None else attempt.content
+    again = other.parsed if other.parsed is not None else second.content
+    if isinstance(first, dict) and isinstance(again, dict):
+        value = confidence.agreement_by_field(first, again, json_schema=_schema(ctx.spec))
+    else:
+        value = confidence.agreement(first, again, json_schema=_schema(ctx.spec))
     return _rescore(ctx, attempt, agreement=value)
 
 
@@ -253,8 +257,7 @@ def score_stage(ctx: _Run, reply: EngineReply, content: str, validation: Validat
                 agreement=None) -> _Scored:
     spec = ctx.spec
     value, components = confidence.score(
-        reply, validation, json_schema=spec.output.json_schema if spec.output.format == "json" else None,
-        qa_grade=qa_grade, agreement=agreement,
+        reply, validation, json_schema=_schema(spec), content=content, qa_grade=qa_grade, agreement=agreement,
     )
     components["validator_details"] = dict(validation.details)
     return _Scored(reply=reply, content=content, validation=validation, score=value, components=components)
@@ -287,7 +290,7 @@ def _request(ctx: _Run, prompt: RenderedPrompt, model: str, purpose: CallPurpose
     if purpose == CallPurpose.QA:
         schema, temperature = QA_SCHEMA, 0.0
     else:
-        schema = spec.output.json_schema if spec.output.format == "json" else None
+        schema = _schema(spec)
         temperature = spec.model.temperature
         if purpose == CallPurpose.SAMPLE:
             temperature = max(temperature, SAMPLE_TEMPERATURE)
@@ -317,14 +320,20 @@ def _parse_grade(content: str) -> tuple[float, list[str]]:
 
 
 def _rescore(ctx: _Run, attempt: _Scored, *, qa_grade=None, agreement=None, extra=None) -> _Scored:
-    scored = score_stage(
-        ctx, attempt.reply, attempt.content, attempt.validation, qa_grade=qa_grade,
-        agreement=agreement if agreement is not None else attempt.components.get("agreement"),
-    )
-    scored.components.update({k: v for k, v in attempt.components.items() if k.startswith("qa_") and k not in scored.components})
+    """Score an answer again with a signal a later stage added (agreement, then QA). The
+    signals a previous stage found are carried over, so the last score uses all of them."""
+    previous = attempt.components
+    if agreement is None:
+        agreement = previous.get("agreement_fields") or previous.get("agreement")
+    scored = score_stage(ctx, attempt.reply, attempt.content, attempt.validation, qa_grade=qa_grade,
+                         agreement=agreement)
     if extra:
         scored.components.update(extra)
     return scored
+
+
+def _schema(spec: WorkflowDefinition) -> dict | None:
+    return spec.output.json_schema if spec.output.format == "json" else None
 
 
 def _needs_repair(attempt: _Scored) -> bool:

@@ -1,90 +1,336 @@
 """The engine for OpenAI and any OpenAI-compatible server (vLLM, llama.cpp, Ollama, Azure...).
 
 The only module that imports openai.
+
+``complete()`` answers one ModelRequest from one model. It may send several HTTP requests and
+returns (or raises ModelUnavailable with) one CallRecord for every request actually sent, and
+one for a request the open circuit kept from being sent:
+
+- Retries live here and nowhere else: the client is built with ``max_retries=0``, so no request
+  leaves without its record. Retried are the failures a second try can fix (timeouts,
+  connection errors, 408, 409, 429, 5xx), at most REVIEWDESK_LLM_MAX_RETRIES times, after an
+  exponential backoff with jitter or the server's ``retry-after``/``retry-after-ms`` (a server
+  asking for more than REVIEWDESK_LLM_RETRY_WAIT_CAP is not retried: the next model is tried).
+  Any other 4xx (bad key, unknown model) ends the call at once, not retryable.
+- The loop is written out rather than delegated to tenacity: each try must check the shared
+  breaker, may change the request (a refused parameter is dropped, which is not a retry and
+  does not spend the budget), and leaves a record; a library's retry decorator would need a
+  callback for each of these and would still not know about the time budget below.
+- Every request has a connect and a total timeout (ModelRequest.timeouts). The total is held
+  as wall time from sending to the answer: an httpx request hook shrinks the read timeout to
+  what is left once connected. All tries of one model share the budget
+  ``total * (retries + 1) + retries * REVIEWDESK_LLM_RETRY_WAIT_CAP``, which settings.py
+  checks fits REVIEWDESK_LLM_MAX_MODELS times into the task's soft time limit.
+- A circuit breaker per provider and model (breaker.py) shared through Redis skips a model that
+  keeps failing.
+- Parameters a server refuses are dropped and remembered (compat.py).
 """
 from __future__ import annotations
 
+import email.utils
+import logging
+import math
+import random
 import threading
 import time
+from typing import Any
 
 import openai
 from django.conf import settings
 
 from ...vocab import CallOutcome
 from ..types import CallRecord, EngineReply, ModelRequest, ModelUnavailable, TokenLogprob
+from . import breaker, compat
 
 ENGINE = "openai"
+BACKOFF_BASE_SECONDS = 0.5  # the first retry waits 0.25-0.5 s, the second 0.5-1 s, ...
+MIN_ATTEMPT_SECONDS = 1.0  # no request is sent with less time than this left in the budget
+RETRYABLE_STATUSES = frozenset({408, 409, 429})  # and every 5xx
+
+log = logging.getLogger(__name__)
 
 
 class OpenAIEngine:
     name = ENGINE
 
     def __init__(self, *, api_key: str, base_url: str | None):
+        self.base_url = base_url
+        self.provider = breaker.provider_of(base_url)
         self.client = openai.OpenAI(
             api_key=api_key,
             base_url=base_url,
-            max_retries=settings.REVIEWDESK_LLM_MAX_RETRIES,
-            timeout=settings.REVIEWDESK_LLM_TIMEOUT,
+            max_retries=0,  # see the module docstring: one retry layer, ours
+            timeout=openai.Timeout(settings.REVIEWDESK_LLM_TIMEOUT, connect=settings.REVIEWDESK_LLM_CONNECT_TIMEOUT),
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [_hold_total_timeout]}),
         )
 
     def complete(self, request: ModelRequest) -> EngineReply:
-        messages = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.user})
-        kwargs = {}
-        if request.json_schema is not None:
-            # strict mode needs every property required and additionalProperties false, which
-            # workflow authors do not always write; we validate the output ourselves anyway.
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "draft", "schema": request.json_schema, "strict": False},
-            }
-        started = time.monotonic()
+        return _Exchange(self, request).run()
+
+
+class _GiveUp(Exception):
+    def __init__(self, reason: str, *, retryable: bool = True):
+        self.reason = reason
+        self.retryable = retryable
+
+
+class _Exchange:
+    """One ``complete()``: the requests sent for one ModelRequest and what they taught us."""
+
+    def __init__(self, engine: OpenAIEngine, request: ModelRequest):
+        self.engine = engine
+        self.request = request
+        self.circuit = breaker.circuit_for(request.model, base_url=engine.base_url)
+        self.params = compat.remembered(engine.provider, request.model, wants_json=request.json_schema is not None)
+        self.learnt = False  # a parameter was dropped during this exchange
+        self.guessed = False  # an unexplained 5xx was already taken for a refusal
+        self.calls: list[CallRecord] = []
+        self.failures = 0  # requests that spend the retry budget (and count for the breaker)
+        retries = settings.REVIEWDESK_LLM_MAX_RETRIES
+        self.max_failures = retries + 1
+        self.deadline = time.monotonic() + budget_seconds(request.timeouts.total, retries)
+        self.min_attempt = min(MIN_ATTEMPT_SECONDS, request.timeouts.total)
+
+    def run(self) -> EngineReply:
         try:
-            response = self.client.chat.completions.create(
-                model=request.model,
-                messages=messages,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                logprobs=True,
-                **kwargs,
-            )
-        except openai.OpenAIError as exc:
-            call = CallRecord(
-                purpose=request.purpose,
-                engine=ENGINE,
-                model_requested=request.model,
-                outcome=CallOutcome.ERROR,
-                latency_ms=int((time.monotonic() - started) * 1000),
-                error=f"{type(exc).__name__}: {exc}"[:4000],
-            )
-            raise ModelUnavailable(request.model, call.error, (call,)) from exc
-        latency_ms = int((time.monotonic() - started) * 1000)
+            while True:
+                if not self.circuit.allows():
+                    self._record(CallOutcome.CIRCUIT_OPEN, 0.0, error="circuit open: no request sent")
+                    raise _GiveUp(f"circuit open ({self.circuit.seconds_until_trial():.0f}s until a trial request)")
+                timeout = self._timeout()
+                started = time.monotonic()
+                try:
+                    response = self._send(timeout)
+                except openai.APIStatusError as exc:
+                    wait = self._after_status_error(exc, started)
+                except openai.APITimeoutError as exc:
+                    wait = self._after_failure(CallOutcome.TIMEOUT, started, f"timed out after {timeout.read:.1f}s ({type(exc).__name__})")
+                except openai.OpenAIError as exc:  # connection refused or reset, an unreadable answer
+                    wait = self._after_failure(CallOutcome.ERROR, started, f"{type(exc).__name__}: {exc}")
+                else:
+                    if response.choices:
+                        return self._reply(response, started)
+                    wait = self._after_failure(CallOutcome.ERROR, started, "the answer had no choices", status=200)
+                if wait > 0:
+                    time.sleep(wait)
+        except _GiveUp as stop:
+            raise ModelUnavailable(self.request.model, stop.reason, tuple(self.calls), retryable=stop.retryable) from None
+
+    # --- one request ---------------------------------------------------------------------
+
+    def _timeout(self) -> openai.Timeout:
+        remaining = self.deadline - time.monotonic()
+        total = min(self.request.timeouts.total, remaining)
+        if total < self.min_attempt:
+            raise _GiveUp(f"time budget spent after {len(self.calls)} requests; last: {self._last_error()}")
+        return openai.Timeout(total, connect=min(self.request.timeouts.connect, total))
+
+    def _send(self, timeout: openai.Timeout):
+        return self.engine.client.chat.completions.create(**request_kwargs(self.request, self.params), timeout=timeout)
+
+    def _reply(self, response, started: float) -> EngineReply:
         choice = response.choices[0]
         logprobs = None
         if choice.logprobs is not None and choice.logprobs.content:
             logprobs = tuple(TokenLogprob(t.token, t.logprob) for t in choice.logprobs.content)
         usage = response.usage
-        call = CallRecord(
-            purpose=request.purpose,
-            engine=ENGINE,
-            model_requested=request.model,
-            model_reported=response.model or request.model,
-            outcome=CallOutcome.OK,
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        call = self._record(
+            CallOutcome.OK,
+            started,
+            http_status=200,
+            model_reported=response.model or self.request.model,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
-            latency_ms=latency_ms,
+            cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
         )
+        self.circuit.record_success()
+        if self.learnt:
+            compat.remember(self.engine.provider, self.request.model, self.params)
         return EngineReply(
             engine=ENGINE,
-            model_requested=request.model,
+            model_requested=self.request.model,
             model_reported=call.model_reported,
             content=choice.message.content or "",
-            finish_reason=choice.finish_reason or "",
+            finish_reason=choice.finish_reason or "",  # "length": the run turns it into a finding
             token_logprobs=logprobs,
-            calls=(call,),
+            calls=tuple(self.calls),
         )
+
+    # --- what a failed request leads to -------------------------------------------------------
+
+    def _after_status_error(self, exc: openai.APIStatusError, started: float) -> float:
+        status = exc.status_code
+        text = _status_text(exc)
+        refusal = compat.refusal(self.params, status, text)
+        if refusal is not None:
+            return self._after_refusal(refusal, status, text, started)
+        retry_after = _retry_after(exc.response.headers)
+        should_retry = exc.response.headers.get("x-should-retry")
+        if status == 429 and exc.code == "insufficient_quota":
+            self._record(CallOutcome.RATE_LIMITED, started, http_status=status, error=text)
+            raise _GiveUp(text, retryable=False)  # no wait fixes an exhausted quota: a person must act
+        if status in RETRYABLE_STATUSES or status >= 500:
+            outcome = CallOutcome.RATE_LIMITED if status == 429 else CallOutcome.ERROR
+            return self._after_failure(outcome, started, text, status=status, retry_after=retry_after,
+                                       retry=should_retry != "false")
+        self._record(CallOutcome.CLIENT_ERROR, started, http_status=status, error=text)
+        raise _GiveUp(text, retryable=False)
+
+    def _after_refusal(self, refusal: tuple[str, bool], status: int, text: str, started: float) -> float:
+        name, named = refusal
+        self._record(CallOutcome.REFUSED_PARAMETER, started, http_status=status,
+                     error=f"refused {name}, sending again without it: {text}")
+        self.params = self.params.without(name)
+        self.learnt = True
+        if named or not self.guessed:
+            # A refusal is an answer, not an outage: no retry spent, nothing told to the breaker.
+            # An unexplained 5xx gets that benefit of the doubt once; after that it is also
+            # counted as a failure, so a server answering 500 to everything is not degraded
+            # for free through every step.
+            self.guessed = self.guessed or not named
+            return 0.0
+        return self._count_failure(text, retry_after=None)
+
+    def _after_failure(self, outcome: CallOutcome, started: float, text: str, *, status: int | None = None,
+                       retry_after: float | None = None, retry: bool = True) -> float:
+        self._record(outcome, started, http_status=status, error=text)
+        if not retry:
+            self.circuit.record_failure(text)
+            raise _GiveUp(f"{text} (the server asked not to retry)")
+        return self._count_failure(text, retry_after=retry_after)
+
+    def _count_failure(self, text: str, *, retry_after: float | None) -> float:
+        """Spend one try of the budget and tell the breaker; return the wait before the next."""
+        self.circuit.record_failure(text)
+        self.failures += 1
+        log.warning("model %s failed (%d/%d): %s", self.request.model, self.failures, self.max_failures, text[:300])
+        if self.failures >= self.max_failures:
+            raise _GiveUp(f"{text} (after {self.failures} tries)" if self.failures > 1 else text)
+        cap = settings.REVIEWDESK_LLM_RETRY_WAIT_CAP
+        if retry_after is not None and retry_after > cap:
+            raise _GiveUp(f"{text} (the server asked to wait {retry_after:.0f}s, more than the {cap:g}s we wait)")
+        if retry_after is not None:
+            wait = max(0.0, retry_after)
+        else:
+            wait = min(cap, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
+        if time.monotonic() + wait + self.min_attempt > self.deadline:
+            raise _GiveUp(f"{text} (no time left for another try)")
+        return wait
+
+    def _record(self, outcome: CallOutcome, started: float, **fields: Any) -> CallRecord:
+        latency = int((time.monotonic() - started) * 1000) if started else 0
+        if "error" in fields:
+            fields["error"] = fields["error"][:4000]
+        call = CallRecord(
+            purpose=self.request.purpose,
+            engine=ENGINE,
+            model_requested=self.request.model,
+            outcome=outcome,
+            latency_ms=latency,
+            dropped_parameters=self.params.recorded(),
+            **fields,
+        )
+        self.calls.append(call)
+        return call
+
+    def _last_error(self) -> str:
+        return self.calls[-1].error if self.calls else "none"
+
+
+def budget_seconds(total_timeout: float, retries: int) -> float:
+    """The most time all tries of one model may take (settings.py checks the same sum)."""
+    return total_timeout * (retries + 1) + retries * settings.REVIEWDESK_LLM_RETRY_WAIT_CAP
+
+
+def request_kwargs(request: ModelRequest, params: compat.Params) -> dict[str, Any]:
+    """The chat.completions arguments for ``request``, less what ``params`` drops."""
+    system = request.system
+    if params.schema_in_prompt:
+        system = "\n\n".join(part for part in (system, compat.schema_instructions(request.json_schema)) if part)
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": request.user})
+    kwargs: dict[str, Any] = {"model": request.model, "messages": messages, params.max_tokens_name: request.max_tokens}
+    if params.temperature:
+        kwargs["temperature"] = request.temperature
+    if params.logprobs:
+        kwargs["logprobs"] = True
+    if params.top_logprobs:
+        # Some servers (llama.cpp) return logprobs: null unless top_logprobs is asked for too.
+        kwargs["top_logprobs"] = 1
+    if params.response_format == compat.JSON_SCHEMA:
+        # strict mode needs every property required and additionalProperties false, which
+        # workflow authors do not always write; we validate the output ourselves anyway.
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "draft", "schema": request.json_schema, "strict": False},
+        }
+    elif params.response_format == compat.JSON_OBJECT:
+        kwargs["response_format"] = {"type": "json_object"}
+    return kwargs
+
+
+def _status_text(exc: openai.APIStatusError) -> str:
+    # The server's own message (the client's adds "Error code: 500 - " and the whole body).
+    message = exc.body.get("message") if isinstance(exc.body, dict) else None
+    text = f"HTTP {exc.status_code}: {message or exc.message}"
+    if exc.param and exc.param not in text:
+        text += f" (param: {exc.param})"
+    return text
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, retry-after in seconds or as a date)."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / divisor
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            return max(0.0, value)
+        return math.inf
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(raw).timestamp() - time.time())
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
+
+
+def _hold_total_timeout(request) -> None:
+    """Make the request's read timeout the part of its total left once connected.
+
+    httpx has no total timeout: its read timeout restarts after the connect phase. The openai
+    client puts ``read`` = our total into the request's timeout dict (a fresh dict per
+    request); this hook notes the deadline and, through httpcore's documented ``trace``
+    extension, shrinks ``read`` to what is left just before the response is read, so connect
+    plus wait stay within the total.
+    """
+    timeouts = request.extensions.get("timeout")
+    if not isinstance(timeouts, dict) or timeouts.get("read") is None:
+        return
+    deadline = time.monotonic() + timeouts["read"]
+    previous = request.extensions.get("trace")
+
+    def trace(event: str, info: dict) -> None:
+        if event.endswith(("receive_response_headers.started", "receive_response_body.started")):
+            timeouts["read"] = max(deadline - time.monotonic(), 0.001)
+        if previous is not None:
+            previous(event, info)
+
+    request.extensions["trace"] = trace
+
+
+def reset_provider_state(base_url: str | None = None) -> None:
+    """Close every circuit of the provider and forget the parameters it refused, for every
+    worker (tests start from this; so may an operator after fixing the provider)."""
+    base_url = base_url if base_url is not None else settings.OPENAI_BASE_URL
+    breaker.reset_circuits(base_url=base_url)
+    compat.forget_provider(breaker.provider_of(base_url))
 
 
 _engine: OpenAIEngine | None = None
@@ -94,10 +340,10 @@ _lock = threading.Lock()
 
 def shared_engine() -> OpenAIEngine:
     """One engine (one HTTP client, one connection pool, one TLS context) per process,
-    rebuilt only when the provider settings change (tests point it at their own server)."""
+    rebuilt only when the provider settings change (tests point it at their own server).
+    The client is thread-safe; each ``complete()`` keeps its own state."""
     global _engine, _engine_key
-    key = (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.REVIEWDESK_LLM_MAX_RETRIES,
-           settings.REVIEWDESK_LLM_TIMEOUT)
+    key = (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
     with _lock:
         if _engine is None or _engine_key != key:
             _engine = OpenAIEngine(api_key=settings.OPENAI_API_KEY, base_url=settings.OPENAI_BASE_URL)
