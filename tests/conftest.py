@@ -261,6 +261,11 @@ def fake_model(model_server, settings):
     settings.OPENAI_BASE_URL = model_server.base_url
     settings.REVIEWDESK_LLM_MAX_RETRIES = 0
     model_server.reset()
+    # Circuit breakers and remembered parameter refusals live in Redis for every worker; a
+    # test starts from a healthy provider whatever the previous test did to it.
+    from workflows.pipeline.engines.openai import reset_provider_state
+
+    reset_provider_state(model_server.base_url)
     return model_server
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterable
@@ -90,6 +92,43 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
+# Events recorded inside ``batch()`` wait here and are appended together at its end.
+_pending: ContextVar[list[AuditEvent] | None] = ContextVar("reviewdesk_audit_batch", default=None)
+
+
+@contextmanager
+def batch():
+    """Append every event recorded inside this block at its end, under one chain lock.
+
+    A service that records several events (a routed draft: generated, routed, released,
+    auto-approved) would otherwise take the chain lock at its first event and hold it through
+    the rest of its work until COMMIT, serialising every other writer behind it. Here the lock
+    is taken once, as late as possible, and the head is read once. Must run inside the
+    transaction of the change (as record() must); nothing is written if the block raises.
+    """
+    if _pending.get() is not None:  # nested: the outer batch appends
+        yield
+        return
+    token = _pending.set([])
+    try:
+        yield
+        events = _pending.get()
+    finally:
+        _pending.reset(token)
+    _append(events)
+
+
+def _append(events: list[AuditEvent]) -> None:
+    if not events:
+        return
+    _lock_chain()
+    head = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+    for event in events:
+        event.prev_hash = head
+        event.hash = head = compute_hash(head, event)
+    AuditEvent.objects.bulk_create(events)
+
+
 def record(
     *,
     action: str,
@@ -108,8 +147,6 @@ def record(
     if obj is not None:
         object_type = object_type or obj._meta.model_name
         object_id = object_id or obj.pk
-    _lock_chain()
-    head = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
     event = AuditEvent(
         # Truncated to whole microseconds as every database stores them, so the hash of the
         # stored row equals the hash computed here.
@@ -123,10 +160,12 @@ def record(
         payload=_as_stored(payload or {}),
         request_id=request_id_var.get(),
         ip=_normalised_ip(client_ip_var.get()),
-        prev_hash=head,
     )
-    event.hash = compute_hash(head, event)
-    event.save()
+    pending = _pending.get()
+    if pending is not None:
+        pending.append(event)  # appended, with its hash, when the batch ends
+    else:
+        _append([event])
     return event
 
 

@@ -42,6 +42,9 @@ class Workflow(models.Model):
         return self.versions.order_by("-number").first()
 
 
+_SPECS: dict[tuple, object] = {}  # (version pk, definition hash) -> parsed definition
+
+
 class WorkflowVersion(models.Model):
     """A published definition. Immutable: submissions point at the version they were made with."""
 
@@ -75,11 +78,17 @@ class WorkflowVersion(models.Model):
 
     @cached_property
     def spec(self):
-        # Parsed once per instance: a version is immutable, and views, templates and the
-        # generation task all ask for it several times.
-        from .definitions import parse_definition
+        # Parsed once per process and version: a version is immutable, and every task, view
+        # and template asks for it (pydantic validation costs about a millisecond a time).
+        key = (self.pk, self.definition_hash)
+        spec = _SPECS.get(key) if self.pk else None
+        if spec is None:
+            from .definitions import parse_definition
 
-        return parse_definition(json.loads(self.definition_text) if self.definition_text else self.definition)
+            spec = parse_definition(json.loads(self.definition_text) if self.definition_text else self.definition)
+            if self.pk:
+                _SPECS[key] = spec
+        return spec
 
 
 class Lane(models.TextChoices):

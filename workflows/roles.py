@@ -23,14 +23,37 @@ def has_role(user, role: str) -> bool:
     return role in group_names(user)
 
 
+_system_user = None
+
+
 def system_user():
     """The account that history rows name for changes made by tasks (generation, routing).
 
-    It cannot log in: inactive, unusable password.
+    It cannot log in: inactive, unusable password. Looked up once per process, because every
+    task transaction needs it (see reset_system_user for why the cache stays valid).
     """
+    global _system_user
+    if _system_user is None:
+        _system_user = _ensure_system_user()
+    return _system_user
+
+
+def _ensure_system_user(pk: int | None = None):
     User = get_user_model()
-    user, created = User.objects.get_or_create(username=SYSTEM_USERNAME, defaults={"is_active": False})
+    defaults = {"is_active": False, **({"pk": pk} if pk else {})}
+    user, created = User.objects.get_or_create(username=SYSTEM_USERNAME, defaults=defaults)
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
     return user
+
+
+def reset_system_user(using="default", **kwargs) -> None:
+    """After every migrate (and every flush, which re-emits post_migrate) make sure the system
+    user exists as a committed row. A flushed database (the test suite's) gets it back under
+    the same primary key, so the copy other long-lived processes cached stays valid."""
+    global _system_user
+    if using != "default":
+        return
+    previous, _system_user = _system_user, None
+    _system_user = _ensure_system_user(previous.pk if previous is not None else None)

@@ -137,9 +137,6 @@ def failed_generations_to_retry(*, limit: int = 200) -> list[int]:
         .select_related("workflow_version")
         .order_by("updated_at")[:limit]
     )
-    ready = []
-    for submission in candidates:
-        spec = submission.workflow_version.spec
-        if any(model_available(model) for model in [spec.model.name or settings.REVIEWDESK_DEFAULT_MODEL, *spec.model.fallback]):
-            ready.append(submission.pk)
-    return ready
+    from .pipeline.run import model_chain
+
+    return [s.pk for s in candidates if any(model_available(m) for m in model_chain(s.workflow_version.spec))]

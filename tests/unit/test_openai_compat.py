@@ -14,7 +14,7 @@ import pytest
 
 from tests.fake_openai import GRAMMAR_FORCED_LOGPROB, json_tokens, serving
 from workflows.pipeline.engines import compat
-from workflows.pipeline.engines.openai import OpenAIEngine
+from workflows.pipeline.engines.openai import OpenAIEngine, reset_provider_state
 from workflows.pipeline.types import ModelRequest, ModelUnavailable, Timeouts
 from workflows.vocab import CallOutcome
 
@@ -31,6 +31,7 @@ SCHEMA = {
 def server():
     with serving() as model:
         yield model
+        reset_provider_state(model.base_url)  # leave no breaker or memory keys in Redis
 
 
 @pytest.fixture

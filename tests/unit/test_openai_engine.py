@@ -16,7 +16,7 @@ import pytest
 
 from tests.fake_openai import serving
 from workflows.pipeline.engines import engine_name
-from workflows.pipeline.engines.openai import OpenAIEngine, shared_engine
+from workflows.pipeline.engines.openai import OpenAIEngine, reset_provider_state, shared_engine
 from workflows.pipeline.types import ModelRequest, ModelUnavailable, Timeouts
 from workflows.vocab import CallOutcome, CallPurpose
 
@@ -31,6 +31,7 @@ SCHEMA = {
 def server():
     with serving() as model:
         yield model
+        reset_provider_state(model.base_url)  # leave no breaker or memory keys in Redis
 
 
 @pytest.fixture
@@ -125,6 +126,7 @@ def test_an_unreachable_server_raises_model_unavailable_with_a_record_per_reques
     assert info.value.model == model_name and info.value.retryable
     assert [c.outcome for c in info.value.calls] == [CallOutcome.ERROR, CallOutcome.ERROR]
     assert all("APIConnectionError" in c.error and c.http_status is None for c in info.value.calls)
+    reset_provider_state(engine.base_url)
 
 
 def test_one_engine_per_process_whose_client_never_retries_by_itself(engine, server, settings):

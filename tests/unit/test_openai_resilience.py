@@ -18,7 +18,7 @@ import redis
 
 from tests.fake_openai import serving
 from workflows.pipeline.engines import breaker
-from workflows.pipeline.engines.openai import OpenAIEngine
+from workflows.pipeline.engines.openai import OpenAIEngine, reset_provider_state
 from workflows.pipeline.types import ModelRequest, ModelUnavailable, Timeouts
 from workflows.vocab import CallOutcome
 
@@ -30,6 +30,7 @@ E, T, R, OK = CallOutcome.ERROR, CallOutcome.TIMEOUT, CallOutcome.RATE_LIMITED, 
 def server():
     with serving() as model:
         yield model
+        reset_provider_state(model.base_url)  # leave no breaker or memory keys in Redis
 
 
 @pytest.fixture
@@ -283,6 +284,7 @@ def test_the_breaker_is_per_provider(engine, server, settings, model_name):
     other_provider = server.base_url.replace("127.0.0.1", "localhost")
     assert breaker.circuit_state(model_name) == "open"
     assert breaker.circuit_state(model_name, base_url=other_provider) == "closed"
+    reset_provider_state(other_provider)
 
 
 def test_without_redis_the_breaker_lives_in_process_memory(engine, server, settings, model_name):

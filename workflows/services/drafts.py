@@ -71,7 +71,8 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     """
     stale_before = timezone.now() - timedelta(seconds=settings.REVIEWDESK_GENERATION_STALE_SECONDS)
     submission = (
-        Submission.objects.select_for_update(skip_locked=True)
+        Submission.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("workflow_version")
         .claimable(stale_before=stale_before)
         .filter(pk=submission_id)
         .first()
@@ -84,7 +85,7 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     submission.attempts += 1
     submission.generation_started_at = timezone.now()
     system = system_user()
-    track(submission, system, f"generation attempt {submission.attempts}").save()
+    track(submission, system, f"generation attempt {submission.attempts}").save(update_fields=_CLAIM_FIELDS)
     audit.record(
         action=AuditAction.DRAFT_GENERATION_STARTED,
         obj=submission,
@@ -93,6 +94,13 @@ def generation_claim(*, submission_id: int) -> Submission | None:
         payload={"attempt": submission.attempts, "retaken_stale_claim": retaken},
     )
     return submission
+
+
+# Only the columns a step changes are written: the submission row carries the form data, and
+# a full-row UPDATE per step rewrote it every time.
+_CLAIM_FIELDS = ["state", "attempts", "generation_started_at", "failure_kind", "updated_at"]
+_ROUTE_FIELDS = ["state", "lane", "generation_started_at", "final_output", "released_at", "retracted_at", "updated_at"]
+_FAIL_FIELDS = ["state", "failure_kind", "failure_reason", "generation_started_at", "updated_at"]
 
 
 def _review_due(spec: WorkflowDefinition, lane: str):
@@ -140,6 +148,7 @@ def _locked_current_attempt(submission_id: int, attempt: int) -> Submission | No
 
 
 @transaction.atomic
+@audit.batch()
 def draft_record(
     *, submission_id: int, attempt: int, result: DraftResult, audit_draw: float | None = None
 ) -> Draft | None:
@@ -231,7 +240,7 @@ def draft_record(
         },
     )
     _apply_lane_effects(submission, draft, decision, spec, system)
-    track(submission, system, f"routed to {decision.lane}").save()
+    track(submission, system, f"routed to {decision.lane}").save(update_fields=_ROUTE_FIELDS)
     return draft
 
 
@@ -274,7 +283,7 @@ def generation_fail(
     submission.failure_kind = kind
     submission.failure_reason = reason[:4000]
     submission.generation_started_at = None
-    track(submission, system, "generation failed").save()
+    track(submission, system, "generation failed").save(update_fields=_FAIL_FIELDS)
     audit.record(
         action=AuditAction.DRAFT_FAILED,
         obj=submission,

@@ -136,6 +136,7 @@ def _diff(spec: WorkflowDefinition, original: str, final: str) -> str:
 
 
 @transaction.atomic
+@audit.batch()
 def review_approve(*, task_id: int, user, edited_output: str | None = None) -> ReviewTask:
     """Approve the draft, optionally with an edit (the diff is kept)."""
     task, submission = _begin_decision(task_id, user)
@@ -178,6 +179,7 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
 
 
 @transaction.atomic
+@audit.batch()
 def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> ReviewTask:
     if reason_code not in RejectReason.values:
         raise DomainError("Choose a reason for the rejection.")
@@ -198,6 +200,7 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
 
 
 @transaction.atomic
+@audit.batch()
 def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
     feedback = feedback.strip()
     if not feedback:

@@ -21,3 +21,13 @@ def default_engine() -> Engine:
     from .openai import shared_engine
 
     return shared_engine()
+
+
+def model_available(model: str) -> bool:
+    """Would a request to this model be sent now (its circuit is not open)? The offline
+    engine is always available."""
+    if engine_name() == "offline":
+        return True
+    from .breaker import any_circuit_allows
+
+    return any_circuit_allows([model])
