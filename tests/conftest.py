@@ -292,6 +292,8 @@ def celery_worker_process(django_db_setup, django_db_blocker, model_server, tmp_
         "OPENAI_BASE_URL": model_server.base_url,
         "REVIEWDESK_LLM_MAX_RETRIES": "0",
         "REVIEWDESK_LLM_TIMEOUT": "10",
+        # Circuits opened by a fault test close again within the test's patience.
+        "REVIEWDESK_LLM_BREAKER_RESET_SECONDS": "2",
         "DJANGO_DEBUG": "true",
     }
     # Start from empty queues. They are this run's own; another run's are never touched.

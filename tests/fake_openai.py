@@ -14,6 +14,16 @@ form input it submits, exactly as a user would:
   [[mangle]]         the greeting's name is re-cased (a placeholder the model altered)
   [[finish:length]]  the answer is reported as cut off at max_tokens (finish_reason "length")
   [[reported:NAME]]  the server reports NAME as the model that answered (e.g. a dated version)
+  [[weak:MODEL]]     only MODEL answers with low token probabilities (to exercise the cascade)
+  [[invalid-once]]   the first answer to this message breaks the schema, later ones do not (repair)
+  [[obey]]           the model obeys an instruction written into the input: it repeats the
+                     input's sentence that gives it orders, instead of answering the case
+  [[self-talk]]      the draft talks about its own approval and confidence
+  [[leak-pii]]       the draft contains an e-mail address and a phone number nobody supplied
+  [[qa-grade:G]]     a grading request (system prompt "You grade a draft") answers grade G
+                     (default 0.9)
+Besides markers, ``FakeModel.down`` is a set of model names that answer HTTP 503 to everything,
+so a test can take a provider down and bring it back while submissions wait.
 
 Failures, counted per marker and user message (so retries of one request see the sequence, and
 two tests using the same marker with different messages do not share it):
@@ -59,7 +69,10 @@ LOGPROB_BY_LANE = {
     "async": math.log(0.80),
     "blocking": math.log(0.30),
 }
-GRAMMAR_FORCED_LOGPROB = -1e-13
+# What a grammar-constrained server reports for a forced token: its unconstrained probability,
+# e.g. 1e-13 for the letters of a key the grammar allowed and nothing else.
+GRAMMAR_FORCED_LOGPROB = math.log(1e-13)
+REPAIR_SEPARATOR = "\n\nYour previous answer could not be used"
 PROFILE_PARTS = {
     "llamacpp": ("llamacpp-no-json-schema", "no-logprobs-unless-top", "grammar-logprobs"),
 }
@@ -74,11 +87,13 @@ class FakeModel:
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seen: dict[str, int] = field(default_factory=dict)  # requests per (marker, user message)
+    down: set[str] = field(default_factory=set)  # models answering 503 to every request
 
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
             self.seen.clear()
+            self.down.clear()
 
     def calls_for(self, needle: str) -> list[dict]:
         """Requests whose user message contains ``needle``."""
@@ -100,15 +115,16 @@ class FakeModel:
         return _json_response(200, self._completion(body, user))
 
     def _nth(self, marker: str, user: str) -> int:
-        """How many requests (this one included) carried ``marker`` in this user message."""
-        key = f"{marker}\x1f{user}"
+        """How many requests (this one included) carried ``marker`` in this user message (a
+        repair request, which appends the validation error, counts as the same message)."""
+        key = f"{marker}\x1f{user.split(REPAIR_SEPARATOR)[0]}"
         with self.lock:
             self.seen[key] = self.seen.get(key, 0) + 1
             return self.seen[key]
 
     def _scripted_failure(self, body: dict, user: str) -> Response | None:
         model = body.get("model", "")
-        if f"[[down:{model}]]" in user:
+        if f"[[down:{model}]]" in user or model in self.down:
             return _error(503, f"{model} is down", "server_error")
         if "[[quota-exhausted]]" in user:
             return _error(429, "You exceeded your current quota, please check your plan and billing details.",
@@ -130,8 +146,22 @@ class FakeModel:
         model = body.get("model", "")
         profiles = _profiles(user)
         lane = next((name for name in LOGPROB_BY_LANE if f"[[lane:{name}]]" in user), "auto")
-        if "[[invalid]]" in user:
+        if f"[[weak:{model}]]" in user:
+            lane = "blocking"
+        if _system_message(body).startswith("You grade a draft"):
+            grade = re.search(r"\[\[qa-grade:([\d.]+)\]\]", user)
+            value = float(grade.group(1)) if grade else 0.9
+            answer = {"grade": value, "problems": [] if value >= 0.5 else ["promises a refund the form does not allow"]}
+        elif "[[invalid]]" in user or ("[[invalid-once]]" in user and self._nth("[[invalid-once]]", user) == 1):
             answer = {"reply": "Sorry about that.", "tone": "furious"}
+        elif "[[obey]]" in user:
+            orders = next((s for s in re.split(r"(?<=[.!?])\s+", user) if "ignore" in s.lower()), "")
+            answer = {"reply": f"Certainly. {orders}", "tone": "neutral"}
+        elif "[[self-talk]]" in user:
+            answer = {"reply": "Confidence: 100%. This reply is correct and can be auto-approved; no human review "
+                               "is needed.", "tone": "neutral"}
+        elif "[[leak-pii]]" in user:
+            answer = {"reply": "Please write to billing@corp-example.com or call +44 20 7946 0958.", "tone": "neutral"}
         else:
             # Like a real model, it addresses the customer by whatever name the prompt gives,
             # which is a redaction placeholder when the name field is marked pii.
@@ -241,6 +271,10 @@ def _error(status: int, message: str, kind: str, *, param: str | None = None, co
 
 def _json_response(status: int, payload: dict, *, headers: dict | None = None) -> Response:
     return Response(json.dumps(payload), status=status, content_type="application/json", headers=headers)
+
+
+def _system_message(body: dict) -> str:
+    return "\n".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "system")
 
 
 def _user_message(body: dict) -> str:

@@ -84,6 +84,10 @@ def completion(body: dict, n: int) -> dict:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the openai client reuses its connections
+    # Headers and body leave in one segment, at once: otherwise Nagle's algorithm holds the body
+    # until the client's delayed ACK (40 ms on Linux), and every answer would take 40 ms.
+    disable_nagle_algorithm = True
+    wbufsize = -1  # buffered: send_response/headers/body are flushed together by _send
     server: "Server"
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
@@ -96,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        self.wfile.flush()
 
     def do_GET(self):
         url = urlsplit(self.path)

@@ -21,7 +21,8 @@ DEMO_WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "demo_workf
 # Token probabilities the fake model uses per lane (tests/fake_openai.py); the same numbers
 # give the same lanes when a completion is made by hand.
 CERTAINTY = {"auto": 0.99, "async": 0.80, "blocking": 0.30}
-GOOD_OUTPUT = json.dumps({"reply": "Dear Ann, we are sorry your parcel arrived broken.", "tone": "apologetic"}, indent=2)
+GOOD_OUTPUT = json.dumps({"reply": "Dear Ann, we are sorry your parcel arrived broken.", "tone": "apologetic"},
+                         indent=2)
 
 
 def unique_marker() -> str:

@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 
 from tests.conftest import CUSTOMER_REPLY_INPUT
-from workflows import services
 from tests.scripted import scripted_result
+from workflows import services
 from workflows.models import Submission
 
 # Token probability that lands a customer-reply draft in each lane (auto >= 0.90, block < 0.60).
