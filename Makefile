@@ -2,8 +2,10 @@
 #
 #   make run      migrate, seed the demo data, start a Celery worker and the dev server
 #                 (embedded SQLite + filesystem broker unless DATABASE_URL / REDIS_URL are set)
-#   make test     check PostgreSQL, Redis and chromium are there, then run pytest
+#   make test     check PostgreSQL, Redis and chromium are there, then run pytest: every test,
+#                 ruff and `makemigrations --check` included (tests/unit/test_repo_checks.py)
 #                 (extra pytest arguments: make test PYTEST_ARGS="-k audit -x")
+#   make test-pure  only the tests that need no service (pytest -m pure), with none configured
 #   make bench    measure ReviewDesk against bare Celery on real PostgreSQL, Redis and workers
 #                 (tests/bench, a few minutes; its own database, Redis db 11 and queue names;
 #                 extra arguments: make bench BENCH_ARGS="--concurrency 100 --drafts 500")
@@ -17,7 +19,7 @@ BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv run test bench migrate seed clean
+.PHONY: help venv run test test-pure bench migrate seed clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -34,12 +36,20 @@ run: venv
 	bash scripts/dev.sh
 
 # Tests always run against real services. These defaults apply to `make test` only, so
-# `make run` keeps using the embedded SQLite database and filesystem broker.
+# `make run` keeps using the embedded SQLite database and filesystem broker. Each pytest run
+# creates its own database (test_reviewdesk_<pid>_<random>, dropped at the end) and its own
+# Celery queues and cache keys in this Redis database (tests/conftest.py), so two runs at
+# once on one machine do not disturb each other. Any non-zero pytest status fails, including
+# 5 (no tests ran).
 test: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 test: export REDIS_URL ?= redis://127.0.0.1:6379/15
 test: venv
 	$(PY) scripts/check_services.py
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# No PostgreSQL, Redis or browser needed: the tests none of whose fixtures reach a service.
+test-pure: venv
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -m pure $(PYTEST_ARGS)
 
 # Not part of `make test` (pytest collects test_*.py only). It creates and drops its own
 # database reviewdesk_bench_<pid> on BENCH_PG_URL's server and uses Redis db 11 with its own

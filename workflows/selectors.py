@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from .models import AuditEvent, Lane, ReviewTask, Submission, Workflow
+from .models import AuditEvent, Lane, LLMCall, ReviewTask, Submission, Workflow
 from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
 
 
@@ -140,3 +140,10 @@ def failed_generations_to_retry(*, limit: int = 200) -> list[int]:
     from .pipeline.run import model_chain
 
     return [s.pk for s in candidates if any(model_available(m) for m in model_chain(s.workflow_version.spec))]
+
+
+def calls_for_draft(draft) -> QuerySet[LLMCall]:
+    """Every model request of the attempt that made this draft (the caller scoped the draft)."""
+    if draft is None:
+        return LLMCall.objects.none()
+    return LLMCall.objects.filter(submission_id=draft.submission_id, attempt=draft.attempt).order_by("id")

@@ -129,12 +129,13 @@ def named_cpu(name: str) -> float:
     return total
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot."""
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, total, kernel) CPU seconds of the whole machine since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     total = sum(values[:8])
-    return (total - idle) / CLK_TCK, total / CLK_TCK
+    kernel = values[2] + values[5] + values[6]
+    return (total - idle) / CLK_TCK, total / CLK_TCK, kernel / CLK_TCK
 
 
 # --- PostgreSQL sampler -----------------------------------------------------------------------
@@ -591,26 +592,12 @@ class Bench:
         snap["model server"] = group_cpu(self.model.pid)
         t = os.times()
         snap["driver (creates submissions)"] = t.user + t.system
-        snap["redis-server (whole)"] = named_cpu("redis-server")
+        pids = {pid for smp in self.sampler.samples for pid in smp.backend_pids} if self.sampler else set()
+        snap["_pg"] = pids_cpu(pids)
+        snap["postgres (all)"] = named_cpu("postgres")
+        snap["redis-server"] = named_cpu("redis-server")
         snap["_machine"] = machine_cpu()
         return snap
-
-    def cpu_report(self, before: dict, after: dict, pg_before: dict, pg_after: dict, drafts: int, seconds: float):
-        say(f"  CPU during the run ({seconds:.1f} s wall, {os.cpu_count()} cores), ms per draft:")
-        known = 0.0
-        for key in before:
-            if key.startswith("_"):
-                continue
-            used = after[key] - before[key]
-            known += used
-            say(f"    {key:<32} {used:7.2f} s  {used / drafts * 1000:6.2f} ms/draft")
-        pg = sum(pg_after.get(pid, 0) - pg_before.get(pid, 0) for pid in pg_after)
-        known += pg
-        say(f"    {'postgres (bench db backends)':<32} {pg:7.2f} s  {pg / drafts * 1000:6.2f} ms/draft")
-        busy = after["_machine"][0] - before["_machine"][0]
-        total = after["_machine"][1] - before["_machine"][1]
-        say(f"    {'machine busy (all processes)':<32} {busy:7.2f} s of {total:.2f} s "
-            f"({100 * busy / total if total else 0:.0f}%), other than the above {busy - known:.2f} s")
 
     # --- warm-up ---
 
@@ -713,131 +700,207 @@ class Bench:
 
     # --- figure 2 ---
 
+    # --- figure 2 ---
+
+    def _control(self, command: str) -> None:
+        """Stop (cancel_consumer) or start (add_consumer) every worker consuming the llm queue,
+        so a whole batch can wait in the broker and be released at once."""
+        from reviewdesk.celery import app
+
+        names = [p.name for p in self.workers]
+        replies = getattr(app.control, command)(self.queues()[0], destination=names, reply=True, timeout=5)
+        if len(replies) != len(names):
+            raise SystemExit(f"bench: {command} answered by {len(replies)} of {len(names)} workers: {replies}")
+
+    def _window_start(self, phase: str) -> dict:
+        self.sampler.phase = phase
+        return {"phase": phase, "cpu": self.cpu_snapshot(), "t": time.time()}
+
+    def _window_end(self, window: dict, units: int, unit: str) -> dict:
+        cpu_after = self.cpu_snapshot()
+        self.sampler.phase = "idle"
+        samples = self.sampler.of(window["phase"])
+        stats = {
+            "max_conn": max((s.counted for s in samples), default=0),
+            "max_workers": max((s.workers for s in samples), default=0),
+            "max_driver": max((s.by_app.get("bench-driver", 0) for s in samples), default=0),
+            "max_advisory": max((s.advisory_waiting for s in samples), default=0),
+            "mean_advisory": sum(s.advisory_waiting for s in samples) / len(samples) if samples else 0.0,
+            "mean_active": sum(s.active for s in samples) / len(samples) if samples else 0.0,
+        }
+        before, seconds = window["cpu"], time.time() - window["t"]
+        units = max(units, 1)
+        say(f"  CPU over {seconds:.1f} s wall ({os.cpu_count()} cores), per {unit}:")
+        known = 0.0
+        parts = []
+        for key in before:
+            if key.startswith("_"):
+                continue
+            used = cpu_after[key] - before[key]
+            if not key.startswith("postgres"):
+                known += used
+            parts.append(f"{key} {used / units * 1000:.2f} ms")
+        # Backends of the bench database: those seen by the sampler up to now; one born during
+        # the window counts from zero.
+        pg_after = pids_cpu({pid for smp in self.sampler.samples for pid in smp.backend_pids})
+        bench_pg = sum(v - before["_pg"].get(pid, 0.0) for pid, v in pg_after.items())
+        known += bench_pg
+        parts.append(f"postgres (bench db backends) {bench_pg / units * 1000:.2f} ms")
+        say("    " + "; ".join(parts))
+        (b0, t0, k0), (b1, t1, k1) = before["_machine"], cpu_after["_machine"]
+        busy, total, kernel = b1 - b0, t1 - t0, k1 - k0
+        say(f"    machine busy {busy:.2f} s of {total:.2f} s ({100 * busy / total if total else 0:.0f}%), "
+            f"{busy / units * 1000:.2f} ms per {unit} in all; of it kernel (system+irq+softirq) {kernel:.2f} s; "
+            f"processes outside this bench (other test runs, postgres background writers, ...) "
+            f"{max(busy - known, 0.0):.2f} s")
+        stats["cpu_ms"] = busy / units * 1000
+        stats["busy_pct"] = 100 * busy / total if total else 0.0
+        return stats
+
     def figure2_baseline(self) -> dict:
         a = self.args
         r = self.redis()
         key = f"{self.namespace}bench:sleep"
         r.delete(key)
-        self.sampler.phase = "figure2-bare"
-        started = time.time()
+        self._control("cancel_consumer")
         for _ in range(a.drafts):
             self.send("bench.sleep", [a.model_delay, key])
-        sent = time.time()
+        window = self._window_start("figure2-bare")
+        started = time.time()
+        self._control("add_consumer")
         deadline = time.monotonic() + a.fig2_timeout
         while r.llen(key) < a.drafts and time.monotonic() < deadline:
             time.sleep(0.1)
         ends = [float(x) for x in r.lrange(key, 0, -1)]
         r.delete(key)
-        self.sampler.phase = "idle"
         elapsed = (max(ends) - started) if ends else float("nan")
         rate = len(ends) / elapsed if ends else 0.0
-        say(f"  bare {a.model_delay:g}-second tasks: {len(ends)}/{a.drafts} done in {elapsed:.2f} s "
-            f"(sent in {sent - started:.2f} s) -> {rate:.1f} tasks/s")
-        return {"rate": rate, "done": len(ends), "elapsed": elapsed}
+        say(f"  bare {a.model_delay:g}-second tasks, {a.drafts} queued then released: {len(ends)} done in "
+            f"{elapsed:.2f} s -> {rate:.1f} tasks/s")
+        stats = self._window_end(window, len(ends), "task")
+        return {"rate": rate, "done": len(ends), "elapsed": elapsed, **stats}
 
-    def figure2_reviewdesk(self) -> dict:
+    def _create_many(self, n: int, label: str) -> tuple[float, list[str]]:
+        """Create ``n`` submissions through services.submission_create from --creators threads
+        (each enqueues its own generation on commit); return (seconds, errors)."""
         from django.db import connection, connections
+
+        connection.close()  # back to the driver's pool: every creator thread needs one
+        errors: list[str] = []
+
+        def creator(indices):
+            try:
+                for i in indices:
+                    self.create(i, label)
+            except Exception as exc:  # reported, not raised: the bench goes on and says so
+                errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=creator, args=(range(k, n, self.args.creators),))
+                   for k in range(self.args.creators)]
+        started = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.time() - started, errors
+
+    def figure2_reviewdesk(self, mode: str) -> dict:
+        """``burst``: the submissions are created while the workers do not consume the llm queue,
+        then released at once (the clock starts then), like the bare tasks. ``live``: created
+        while the workers consume (the clock starts with the first create), so the creation
+        rate of this one driver process is part of the figure."""
+        from django.db import connection
 
         from workflows import audit
         from workflows.models import AuditEvent, Submission
 
         a = self.args
         model_control(self.model_url, f"/bench/delay?seconds={a.model_delay}")
+        model_control(self.model_url, "/bench/stats")
         floor = self.max_submission_id()
-        connection.close()  # back to the driver's pool: every creator thread needs one
-        errors: list[str] = []
-        created_at: list[float] = []
-
-        def creator(indices):
-            try:
-                for i in indices:
-                    self.create(i, "throughput")
-            except Exception as exc:  # reported, not raised: the bench goes on and says so
-                errors.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                created_at.append(time.time())
-                connections.close_all()
-
-        threads = [threading.Thread(target=creator, args=(range(k, a.drafts, a.creators),))
-                   for k in range(a.creators)]
-        pg_before = pids_cpu(self.sampler.backend_pids("idle") | self.sampler.backend_pids("after-figure1"))
-        cpu_before = self.cpu_snapshot()
-        self.sampler.phase = "figure2-reviewdesk"
-        started = time.time()
-        timeline = []
-        model_max = 0
+        timeline: list[tuple[float, int]] = []
+        phase = f"figure2-{mode}"
+        spies = []
+        if mode == "burst":
+            self._control("cancel_consumer")
+            create_seconds, errors = self._create_many(a.drafts, mode)
+            if a.py_spy:
+                spies = [subprocess.Popen([a.py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o",
+                                           str(self.logdir / f"{w.name.split('@')[0]}.stacks"), "--pid", str(w.pid)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         for w in self.workers]
+                time.sleep(1)
+            window = self._window_start(phase)
+            started = time.time()
+            self._control("add_consumer")
+        else:
+            window = self._window_start(phase)
+            started = time.time()
 
         def watch():
-            while self.sampler.phase == "figure2-reviewdesk":
-                stats = model_control(self.model_url, "/bench/stats")
-                timeline.append((time.time() - started, stats["in_flight"]))
+            while self.sampler.phase == phase:
+                timeline.append((time.time() - started, model_control(self.model_url, "/bench/stats")["in_flight"]))
                 time.sleep(0.25)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        if mode == "live":
+            create_seconds, errors = self._create_many(a.drafts, mode)
         done, failed = self.wait_done(floor, a.drafts, a.fig2_timeout)
-        finished = time.time()
-        self.sampler.phase = "after-figure2"
-        watcher.join()
-        cpu_after = self.cpu_snapshot()
-        pids = self.sampler.backend_pids("figure2-reviewdesk")
-        pg_after = pids_cpu(pids)
-        pg_before = {pid: pg_before.get(pid, 0.0) for pid in pids}
-        model_max = model_control(self.model_url, "/bench/stats")["max_in_flight"]
         new = Submission.objects.filter(pk__gt=floor)
-        by_state = collections.Counter(new.values_list("state", flat=True))
-        lanes = collections.Counter(new.values_list("lane", flat=True))
-        unrouted = by_state.get("submitted", 0) + by_state.get("generating", 0)
         ids = list(new.values_list("pk", flat=True))
         routed_events = dict(AuditEvent.objects.filter(
             action="draft.routed", object_type="submission", object_id__in=[str(i) for i in ids]
         ).values_list("object_id", "created_at"))
-        created = dict(new.values_list("pk", "created_at"))
         ends = [t.timestamp() for t in routed_events.values()]
-        end = max(ends) if ends else finished
-        elapsed = end - started
-        rate = len(ends) / elapsed if elapsed > 0 else 0.0
+        elapsed = (max(ends) - started) if ends else float("nan")
+        rate = len(ends) / elapsed if ends else 0.0
+        samples = self.sampler.of(phase)
+        stats = self._window_end(window, len(ends), "draft")
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=30)
+        if spies:
+            say(f"  py-spy stacks of the workers in {self.logdir}")
+        watcher.join()
+        model_max = model_control(self.model_url, "/bench/stats")["max_in_flight"]
+        by_state = collections.Counter(new.values_list("state", flat=True))
+        lanes = collections.Counter(new.values_list("lane", flat=True))
+        unrouted = by_state.get("submitted", 0) + by_state.get("generating", 0)
+        created = dict(new.values_list("pk", "created_at"))
         lat = [(routed_events[str(pk)] - created[pk]).total_seconds() for pk in ids if str(pk) in routed_events]
-        samples = self.sampler.of("figure2-reviewdesk")
-        max_conn = max((s.counted for s in samples), default=0)
-        max_workers = max((s.workers for s in samples), default=0)
-        max_driver = max((s.by_app.get("bench-driver", 0) for s in samples), default=0)
-        max_advisory = max((s.advisory_waiting for s in samples), default=0)
-        mean_advisory = sum(s.advisory_waiting for s in samples) / len(samples) if samples else 0
-        mean_active = sum(s.active for s in samples) / len(samples) if samples else 0
         chain = audit.verify_chain()
-        say(f"  ReviewDesk, model answering in {a.model_delay:g} s: {len(ends)}/{a.drafts} routed in {elapsed:.2f} s "
-            f"-> {rate:.1f} drafts/s; creating took {max(created_at) - started:.2f} s"
+        say(f"  ReviewDesk ({mode}): {len(ends)}/{a.drafts} routed in {elapsed:.2f} s -> {rate:.1f} drafts/s; "
+            f"{a.creators} threads created the {a.drafts} submissions in {create_seconds:.2f} s "
+            f"({a.drafts / create_seconds:.0f}/s{', workers paused' if mode == 'burst' else ', workers running'})"
             + (f"; creator errors: {errors[:3]}" if errors else ""))
         say(f"  states {dict(by_state)}, lanes {dict(lanes)}; unrouted {unrouted}, failed {failed}")
         say(f"  per submission created -> routed: p50 {pct(lat, .5):.2f} s  p95 {pct(lat, .95):.2f} s  "
             f"max {max(lat, default=float('nan')):.2f} s")
-        say(f"  model requests in flight: max {model_max}; PostgreSQL connections to the bench db: max {max_conn} "
-            f"(workers {max_workers}, driver {max_driver}); sessions waiting on the audit-chain advisory lock: "
-            f"max {max_advisory}, mean {mean_advisory:.1f}; active sessions mean {mean_active:.1f}")
+        say(f"  model requests in flight: max {model_max}; PostgreSQL connections to the bench db: max "
+            f"{stats['max_conn']} (workers {stats['max_workers']}, driver {stats['max_driver']}); sessions waiting "
+            f"on the audit-chain advisory lock: max {stats['max_advisory']}, mean {stats['mean_advisory']:.1f}; "
+            f"active sessions mean {stats['mean_active']:.1f}")
         say(f"  audit chain after the run: {'intact' if chain.ok else 'BROKEN at ' + str(chain.broken_at)} "
             f"({chain.checked} events)")
-        self.cpu_report(cpu_before, cpu_after, pg_before, pg_after, max(len(ends), 1), finished - started)
-        # A compact timeline: routed per second and what was waiting.
-        say("  timeline (s: routed so far | model calls in flight | PG conns | advisory waiters):")
+        say("  timeline (second: routed so far | model calls in flight | PG connections | advisory-lock waiters):")
         line = []
-        for second in range(0, int(elapsed) + 1, max(1, int(elapsed) // 12 or 1)):
+        step = max(1, int(elapsed) // 12) if elapsed == elapsed else 1
+        for second in range(0, int(elapsed if elapsed == elapsed else 0) + 1, step):
             routed_by = sum(1 for t in ends if t - started <= second)
             inflight = max((n for t, n in timeline if second - 0.5 <= t <= second + 0.5), default=0)
             near = [s for s in samples if abs(s.t - started - second) <= 0.5]
-            conns = max((s.counted for s in near), default=0)
-            adv = max((s.advisory_waiting for s in near), default=0)
-            line.append(f"{second}s:{routed_by}|{inflight}|{conns}|{adv}")
+            line.append(f"{second}s:{routed_by}|{inflight}|{max((s.counted for s in near), default=0)}|"
+                        f"{max((s.advisory_waiting for s in near), default=0)}")
         say("   " + "  ".join(line))
         connection.close()
         model_control(self.model_url, "/bench/delay?seconds=0")
         return {"rate": rate, "done": len(ends), "unrouted": unrouted, "failed": failed, "elapsed": elapsed,
-                "max_conn": max_conn, "max_workers": max_workers, "max_advisory": max_advisory,
-                "model_max": model_max, "chain_ok": chain.ok, "p95_latency": pct(lat, .95)}
+                "model_max": model_max, "chain_ok": chain.ok, "p95_latency": pct(lat, .95),
+                "create_rate": a.drafts / create_seconds, **stats}
 
     def worker_log_summary(self) -> dict:
         counts = collections.Counter()
@@ -894,6 +957,8 @@ class Bench:
     def run(self) -> int:
         a = self.args
         started = time.monotonic()
+        say(f"load average at start: {Path('/proc/loadavg').read_text().split()[:3]} ({os.cpu_count()} cores; "
+            "other processes on the machine, e.g. a test run, lower every figure)")
         try:
             self.setup()
             profile = print_statement_profile(statement_profile(self.version, self.user))
@@ -906,17 +971,17 @@ class Bench:
             say(f"\n=== Figure 2: throughput, model answering in {a.model_delay:g} s, {a.drafts} submissions, "
                 f"{a.workers} x -P {a.pool} -c {a.concurrency} ===")
             bare = self.figure2_baseline()
-            time.sleep(1)
-            fig2 = self.figure2_reviewdesk()
+            fig2 = self.figure2_reviewdesk("burst")
+            live = self.figure2_reviewdesk("live") if a.live else None
             logs = self.worker_log_summary()
             say(f"  worker logs: {logs or 'no retries, no errors'}")
         finally:
             self.cleanup()
-        self.table(fig1, bare, fig2, profile, logs)
+        self.table(fig1, bare, fig2, live, profile, logs)
         say(f"\nbench finished in {time.monotonic() - started:.0f} s")
         return 0
 
-    def table(self, fig1, bare, fig2, profile, logs) -> None:
+    def table(self, fig1, bare, fig2, live, profile, logs) -> None:
         a = self.args
         res = self.result
         ratio = lambda x, y: f"{x / y:.2f}x" if y and y == y and x == x else "-"  # noqa: E731
@@ -929,15 +994,24 @@ class Bench:
         res.add("pipeline overhead p50 (RD - bare)", f"{over50:.1f} ms", "0", "")
         res.add("pipeline overhead p95 (RD - bare)", f"{over95:.1f} ms", "0", "", f"<= {OVERHEAD_TARGET_MS:.0f} ms",
                 over95 <= OVERHEAD_TARGET_MS)
-        res.add(f"drafts/s, {a.model_delay:g} s model, {a.drafts} subs", f"{fig2['rate']:.1f}/s",
+        res.add(f"drafts/s, {a.model_delay:g} s model, {a.drafts} queued", f"{fig2['rate']:.1f}/s",
                 f"{bare['rate']:.1f}/s", ratio(fig2["rate"], bare["rate"]), f">= {DRAFTS_TARGET:.0f}/s",
                 fig2["rate"] >= DRAFTS_TARGET)
-        res.add("PostgreSQL connections, max", str(fig2["max_conn"]), "", "", f"<= {CONNECTIONS_TARGET}",
-                fig2["max_conn"] <= CONNECTIONS_TARGET)
-        res.add("submissions left unrouted", str(fig2["unrouted"]), "", "", "0", fig2["unrouted"] == 0)
-        res.add("submissions failed", str(fig2["failed"]), "", "", "0", fig2["failed"] == 0)
-        res.add("audit chain after the run", "intact" if fig2["chain_ok"] else "BROKEN", "", "", "intact",
-                fig2["chain_ok"])
+        res.add("CPU per draft / per bare task (machine)", f"{fig2['cpu_ms']:.1f} ms", f"{bare['cpu_ms']:.1f} ms",
+                ratio(fig2["cpu_ms"], bare["cpu_ms"]))
+        if live:
+            res.add(f"drafts/s, created live by {a.creators} threads", f"{live['rate']:.1f}/s", f"{bare['rate']:.1f}/s",
+                    ratio(live["rate"], bare["rate"]), "(info)")
+        runs = [r for r in (fig2, live) if r]
+        max_conn = max(r["max_conn"] for r in runs + [bare])
+        res.add("PostgreSQL connections, max", str(max_conn), "", "", f"<= {CONNECTIONS_TARGET}",
+                max_conn <= CONNECTIONS_TARGET)
+        unrouted = sum(r["unrouted"] for r in runs)
+        failed = sum(r["failed"] for r in runs)
+        res.add("submissions left unrouted", str(unrouted), "", "", "0", unrouted == 0)
+        res.add("submissions failed", str(failed), "", "", "0", failed == 0)
+        chain_ok = all(r["chain_ok"] for r in runs)
+        res.add("audit chain after the run", "intact" if chain_ok else "BROKEN", "", "", "intact", chain_ok)
         res.add("SQL statements per draft (claim+record)", str(profile["task"]), "", "",
                 f"(+{profile['create']} to create)")
         headers = ("figure", "ReviewDesk", "baseline", "ratio", "target", "")
@@ -974,7 +1048,11 @@ def parse_args(argv=None):
     p.add_argument("--drafts", type=int, default=1000)
     p.add_argument("--model-delay", type=float, default=2.0)
     p.add_argument("--fig2-timeout", type=float, default=180.0)
+    p.add_argument("--no-live", dest="live", action="store_false",
+                   help="skip the second throughput run, with submissions created while the workers consume")
     p.add_argument("--keep", action="store_true", help="keep the bench database")
+    p.add_argument("--py-spy", metavar="PATH", default="",
+                   help="py-spy binary: record each worker during the burst run (collapsed stacks in the log dir)")
     args = p.parse_args(argv)
     if args.creators > args.driver_pool:
         p.error("--creators must not exceed --driver-pool (each creator thread holds one connection)")

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
-
 from django.db import connection
+from playwright.sync_api import expect, sync_playwright
 
 from workflows.models import Submission
 

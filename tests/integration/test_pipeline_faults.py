@@ -292,3 +292,11 @@ def test_provider_down_opens_the_shared_circuit_fails_plainly_and_recovers_by_it
     retried = AuditEvent.objects.filter(action="submission.retried", object_id=str(later.pk)).get()
     assert retried.actor_label == "system" and retried.payload["failure_kind"] == "provider_unavailable"
     assert timezone.now() > retried.created_at
+
+
+def test_the_schema_reaches_the_model_in_the_authors_property_order(fake_model, demo, customer_reply_input):
+    # jsonb would hand the definition back as {"tone", "reply"} (shorter keys first).
+    marker = unique_marker()
+    _draft_in_process(demo, customer_reply_input, marker)
+    (request,) = fake_model.calls_for(marker)
+    assert list(request["response_format"]["json_schema"]["schema"]["properties"]) == ["reply", "tone"]

@@ -5,8 +5,8 @@ import functools
 
 import pytest
 
-from workflows.models import AuditEvent, Submission
 from workflows.dispatch import enqueue_generation
+from workflows.models import AuditEvent, Submission
 
 from .html import Page
 

@@ -17,7 +17,7 @@ from ..models import DomainError, Draft, LLMCall, ReviewTask, Submission, Submis
 from ..pipeline.types import CallRecord, DraftResult
 from ..roles import REVIEWER, group_names, has_role, system_user
 from ..routing import effects_of, route, sample_draw_for
-from ..vocab import AuditAction, FailureKind
+from ..vocab import AuditAction
 from .common import release, track
 
 log = logging.getLogger(__name__)

@@ -106,6 +106,14 @@ def certainty_rows(components):
     return rows
 
 
+def _in_written_order(content: str, parsed: dict) -> dict:
+    try:
+        written = json.loads(content)
+    except (ValueError, RecursionError):
+        return parsed
+    return written if written == parsed else parsed
+
+
 @register.filter
 def draft_certainty(draft):
     """A draft laid out for reading with what the model was less sure of marked.
@@ -125,6 +133,9 @@ def draft_certainty(draft):
         return {"kind": "text", "segments": _segments(content, components.get("spans"))}
     if not isinstance(parsed, dict):
         return {"kind": "json", "text": json.dumps(parsed, indent=2, ensure_ascii=False)}
+    # The stored parsed value comes back from jsonb with its keys reordered (shortest first);
+    # the draft's own text keeps the order the model wrote, which is the schema's order.
+    parsed = _in_written_order(content, parsed)
     fields = _dict(components.get("fields"))
     values = _dict(components.get("values"))
     spans = _dict(components.get("field_spans"))
@@ -179,3 +190,11 @@ def _segments(text: str, spans) -> list[dict]:
     if pos < len(text) or not pieces:
         pieces.append({"text": text[pos:], "low": False})
     return pieces
+
+
+_ATTEMPT_LABELS = {"draft": "First answer", "repair": "Repair", "cascade": "Larger model", "sample": "Second sample"}
+
+
+@register.filter
+def attempt_label(purpose: str) -> str:
+    return _ATTEMPT_LABELS.get(purpose, purpose)

@@ -123,10 +123,12 @@ def submission_detail(request, pk: int):
 def _submission_page(request, submission, status: int = 200):
     is_owner = submission.submitted_by_id == request.user.pk
     can_see_drafts = not is_owner or has_role(request.user, COMPLIANCE)
+    draft = submission.latest_draft
     context = {
         "submission": submission,
         "spec": submission.workflow_version.spec,
-        "draft": submission.latest_draft,
+        "draft": draft,
+        "calls": selectors.calls_for_draft(draft) if can_see_drafts else [],
         "can_see_drafts": can_see_drafts,
         "events": selectors.audit_events_for_submission(request.user, submission),
         "decisions": selectors.decisions_for_submission(submission),

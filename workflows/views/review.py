@@ -39,6 +39,7 @@ def _detail_context(request, task, **forms):
         "task": task,
         "submission": submission,
         "draft": draft,
+        "calls": selectors.calls_for_draft(draft),
         "spec": spec,
         "fields": spec.form.all_fields(),
         "holds_lease": task.lease_held_by(request.user),
