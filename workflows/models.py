@@ -220,6 +220,10 @@ class Submission(models.Model):
         return self.state in DRAFTING_STATES
 
     @property
+    def is_generating(self) -> bool:
+        return self.state == SubmissionState.GENERATING
+
+    @property
     def is_awaiting_review(self) -> bool:
         return self.state == SubmissionState.ROUTED
 

@@ -79,7 +79,7 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     )
     if submission is None:
         return None
-    retaken = submission.state == SubmissionState.GENERATING
+    retaken = submission.is_generating
     if not retaken:
         submission.transition_to(SubmissionState.GENERATING)
     submission.attempts += 1
@@ -141,7 +141,7 @@ def _locked_current_attempt(submission_id: int, attempt: int) -> Submission | No
         .select_related("workflow_version")
         .get(pk=submission_id)
     )
-    if submission.state != SubmissionState.GENERATING or submission.attempts != attempt:
+    if not submission.is_generating or submission.attempts != attempt:
         log.info("result for submission %s attempt %s is stale; dropped", submission_id, attempt)
         return None
     return submission

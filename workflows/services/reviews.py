@@ -157,7 +157,7 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
         task.edited_output = final
         task.diff = _diff(spec, original, final)
     track(task, user, decision).save()
-    if submission.state == SubmissionState.ROUTED:
+    if submission.is_awaiting_review:
         submission.transition_to(SubmissionState.APPROVED)
     audit.record(
         action=AuditAction.REVIEW_EDITED if edited else AuditAction.REVIEW_APPROVED,
@@ -206,7 +206,7 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
     if not feedback:
         raise DomainError("Say what the next draft should do differently.")
     task, submission = _begin_decision(task_id, user)
-    if submission.state != SubmissionState.ROUTED:
+    if not submission.is_awaiting_review:
         raise DomainError("Only a draft awaiting review can be sent back for regeneration.")
     _close(task, user, Decision.REGENERATE)
     task.reason_text = feedback
