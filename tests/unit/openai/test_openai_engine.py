@@ -9,35 +9,15 @@ from __future__ import annotations
 import json
 import math
 import socket
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.fake_openai import serving
+from tests.unit.openai.conftest import SCHEMA
 from workflows.pipeline.engines import engine_name
 from workflows.pipeline.engines.openai import OpenAIEngine, reset_provider_state, shared_engine
 from workflows.pipeline.types import ModelRequest, ModelUnavailable, Timeouts
 from workflows.vocab import CallOutcome, CallPurpose
-
-SCHEMA = {
-    "type": "object",
-    "required": ["tone", "reply"],
-    "properties": {"tone": {"type": "string", "enum": ["apologetic", "neutral"]}, "reply": {"type": "string"}},
-}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with serving() as model:
-        yield model
-        reset_provider_state(model.base_url)  # leave no breaker or memory keys in Redis
-
-
-@pytest.fixture
-def model_name():
-    """A model name no other test uses: breaker and parameter memory start empty."""
-    return f"m-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

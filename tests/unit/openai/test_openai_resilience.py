@@ -10,33 +10,18 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.fake_openai import serving
 from workflows.pipeline.engines import breaker
 from workflows.pipeline.engines.openai import OpenAIEngine, reset_provider_state
 from workflows.pipeline.types import ModelRequest, ModelUnavailable, Timeouts
 from workflows.vocab import CallOutcome
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 E, T, R, OK = CallOutcome.ERROR, CallOutcome.TIMEOUT, CallOutcome.RATE_LIMITED, CallOutcome.OK
-
-
-@pytest.fixture(scope="module")
-def server():
-    with serving() as model:
-        yield model
-        reset_provider_state(model.base_url)  # leave no breaker or memory keys in Redis
-
-
-@pytest.fixture
-def model_name():
-    """A model name no other test uses: its breaker starts closed."""
-    return f"m-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -7,39 +7,18 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 
 import httpx
 import pytest
 
-from tests.fake_openai import GRAMMAR_FORCED_LOGPROB, json_tokens, serving
+from tests.fake_openai import GRAMMAR_FORCED_LOGPROB, json_tokens
+from tests.unit.openai.conftest import SCHEMA
 from workflows.pipeline.engines import compat
-from workflows.pipeline.engines.openai import OpenAIEngine, reset_provider_state
+from workflows.pipeline.engines.openai import OpenAIEngine
 from workflows.pipeline.types import ModelRequest, ModelUnavailable, Timeouts
 from workflows.vocab import CallOutcome
 
 OK, REFUSED, ERROR = CallOutcome.OK, CallOutcome.REFUSED_PARAMETER, CallOutcome.ERROR
-# Properties deliberately not in alphabetical order: the prompt must keep the author's order.
-SCHEMA = {
-    "type": "object",
-    "required": ["tone", "reply"],
-    "properties": {"tone": {"type": "string", "enum": ["apologetic", "neutral"]}, "reply": {"type": "string"}},
-}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with serving() as model:
-        yield model
-        reset_provider_state(model.base_url)  # leave no breaker or memory keys in Redis
-
-
-@pytest.fixture
-def model_name():
-    """A model name no other test uses: nothing is remembered about it yet."""
-    return f"m-{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture
 def engine(server, settings):
     settings.OPENAI_API_KEY = "sk-test"
