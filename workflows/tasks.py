@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from django.db import DatabaseError, connection
@@ -46,15 +47,32 @@ def generate_draft(self, submission_id: int) -> None:
         return
     if result.failed:
         log.warning("submission %s attempt %s: no model answered (%s)", submission_id, attempt, result.failure.kind)
-        services.generation_fail(
+        _persist(lambda: services.generation_fail(
             submission_id=submission_id, attempt=attempt, kind=result.failure.kind,
             reason=result.failure.detail, calls=result.calls,
-        )
+        ))
         return
-    draft = services.draft_record(submission_id=submission_id, attempt=attempt, result=result)
+    draft = _persist(lambda: services.draft_record(submission_id=submission_id, attempt=attempt, result=result))
     if draft is not None:
         log.info("submission %s attempt %s: %s drafted, score %.2f, lane %s, %d calls, $%s",
                  submission_id, attempt, result.model, result.score, draft.lane, len(result.calls), result.cost_usd)
+
+
+_PERSIST_WAITS = (0.2, 0.5, 1, 2, 4)
+
+
+def _persist(store):
+    """Store a result the model call already paid for, retrying through a database blip (a
+    dropped connection, a failover) instead of throwing the draft away; a redelivered task
+    would find the claim still fresh and do nothing until the sweep took it over."""
+    for wait in _PERSIST_WAITS:
+        try:
+            return store()
+        except DatabaseError:
+            log.warning("storing the result failed; retrying in %ss", wait, exc_info=True)
+            connection.close()
+            time.sleep(wait)
+    return store()
 
 
 @shared_task(name="workflows.tasks.requeue_stalled_generations")

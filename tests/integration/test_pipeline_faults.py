@@ -300,3 +300,23 @@ def test_the_schema_reaches_the_model_in_the_authors_property_order(fake_model, 
     _draft_in_process(demo, customer_reply_input, marker)
     (request,) = fake_model.calls_for(marker)
     assert list(request["response_format"]["json_schema"]["schema"]["properties"]) == ["reply", "tone"]
+
+
+# --- the database drops connections while the model is thinking ------------------------------
+
+
+def test_dropped_database_connections_during_the_call_lose_no_draft(worker, fake_model, demo, customer_reply_input):
+    from django.db import connection
+
+    marker = unique_marker()
+    customer_reply_input["complaint"] += f" {marker} [[lane:async]] [[slow:2]]"
+    submission = submit(demo, customer_reply_input)
+    wait_for(lambda: fake_model.calls_for(marker), message="the worker to be inside the model call")
+    with connection.cursor() as cursor:  # every other session on the test database, the worker's pool too
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        (dropped,) = cursor.fetchone()
+    assert dropped >= 1
+    routed = wait_routed(submission.pk)
+    assert routed.state == SubmissionState.ROUTED and routed.latest_draft is not None
+    assert len(fake_model.calls_for(marker)) == 1  # stored, not drafted again
