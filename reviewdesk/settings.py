@@ -91,6 +91,8 @@ if DATABASE_URL:
     if _db["ENGINE"] == "django.db.backends.postgresql":
         # The pool replaces persistent connections; Django refuses CONN_MAX_AGE with a pool.
         _db["CONN_MAX_AGE"] = 0
+        # A connection held across a database restart is checked before reuse, not failed on.
+        _db["CONN_HEALTH_CHECKS"] = True
         # (Django's pool already checks each connection at checkout, so one the server
         # dropped is replaced instead of failing the task that drew it.)
         _db.setdefault("OPTIONS", {})["pool"] = {

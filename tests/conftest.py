@@ -2,7 +2,8 @@
 OpenAI-compatible HTTP server on loopback. Run through `make test`.
 
 Pure tests need none of the services. A test is pure when none of its fixtures reaches the
-database or the worker (db, transactional_db, live_server, worker, demo, ...); such tests get the
+database or the worker (db, transactional_db, live_server, worker, demo, ...), it is not marked
+django_db or services, and its module imports no Redis or PostgreSQL client; such tests get the
 ``pure`` marker automatically, and `pytest -m pure` (or any selection of pure tests, e.g.
 `pytest tests/unit/test_routing.py`) runs with no DATABASE_URL, no REDIS_URL and no server. A
 selection that contains a test needing services refuses to start unless DATABASE_URL points at
@@ -40,7 +41,7 @@ WORKER_NAME = f"test-{RUN_ID}@{socket.gethostname()}"
 
 # Fixtures through which a test reaches PostgreSQL (pytest-django's db fixtures all request
 # django_db_setup) or the Celery worker (and so Redis).
-SERVICE_FIXTURES = frozenset({"django_db_setup", "live_server", "celery_worker_process"})
+SERVICE_FIXTURES = frozenset({"django_db_setup", "live_server", "celery_worker_process", "redis_client"})
 DEMO_USERNAMES = ("submitter", "reviewer", "compliance", "wfadmin")
 DEMO_SLUGS = ("customer-reply", "compliance-report", "underwriting-memo")
 
@@ -79,6 +80,10 @@ def _isolate_this_run() -> None:
 
 
 def pytest_configure(config):
+    if config.getoption("reuse_db", False):
+        # A kept database would outlive the run that named it, and carry the demo data it
+        # committed into the next run, whose tests without `demo` expect an empty database.
+        raise pytest.UsageError("--reuse-db is not supported: each run creates and drops its own test database.")
     _isolate_this_run()
     # Playwright's sync API runs an event loop in the test thread; the ORM calls made by tests
     # around it are still synchronous and safe.
@@ -222,12 +227,18 @@ def _forget_this_run_in_redis() -> None:
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """This run's own test database; pytest-django creates it and drops it at the end."""
+    """This run's own test database; pytest-django creates it and drops it at the end.
+
+    The test process's connection pool checks a connection before handing it out: a test that
+    terminates the database sessions (to see the worker recover) must not leave dead pooled
+    connections to the tests after it.
+    """
     from django.conf import settings
     from django.db import connections
 
     for settings_dict in (settings.DATABASES["default"], connections["default"].settings_dict):
         settings_dict.setdefault("TEST", {})["NAME"] = TEST_DATABASE_NAME
+        settings_dict["CONN_HEALTH_CHECKS"] = True
 
 
 @pytest.fixture(autouse=True)
@@ -238,6 +249,17 @@ def fast_password_hashing(settings):
 
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def redis_client():
+    """A client of the suite's Redis (REDIS_URL). Tests that look at Redis themselves take it
+    (or carry @pytest.mark.services) so that they are not counted as pure."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    yield client
+    client.close()
 
 
 # --- the fake model ----------------------------------------------------------------------

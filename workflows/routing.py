@@ -3,6 +3,7 @@ beside it what each lane does (its effects), so the two are read and changed tog
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
@@ -35,6 +36,9 @@ def route(score: float, findings: Iterable[str], policy: Policy, draw: float) ->
     hard = sorted(set(findings) & (set(policy.always_block_on) | ALWAYS_BLOCKING))
     if hard:
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"hard finding: {', '.join(hard)}")
+    if not math.isfinite(score):
+        # Fail safe: a score that is not a number says nothing, so a human looks.
+        return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"score {score} is not a number")
     if score < policy.block_below:
         return RoutingDecision(
             Lane.BLOCKING_REVIEW, False, f"score {score:.2f} < block_below {policy.block_below:.2f}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import random
 from decimal import Decimal
 
@@ -25,7 +26,8 @@ RANK = {Lane.BLOCKING_REVIEW: 0, Lane.ASYNC_REVIEW: 1, Lane.AUTO_APPROVE: 2}
 FINDINGS = [str(f) for f in Finding]
 
 unit = st.floats(min_value=0.0, max_value=1.0)
-scores = unit | st.floats(allow_nan=False, allow_infinity=True)  # the policy must be total beyond [0, 1]
+scores = unit | st.floats(allow_nan=False, allow_infinity=False)  # the policy must be total beyond [0, 1]
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
 draws = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
 # Findings the pipeline reports, and codes it does not know (they must never block by themselves).
 findings = st.lists(st.sampled_from(FINDINGS) | st.sampled_from(["unknown_code", ""]), max_size=6)
@@ -54,6 +56,12 @@ def test_route_is_total_and_its_decision_is_well_formed(score, found, policy, dr
     assert isinstance(decision.sampled_for_audit, bool)
     assert decision.reason
     assert route(score, list(found), policy, draw) == decision, "same inputs, same decision"
+
+
+@given(non_finite, findings, policies(), draws)
+def test_a_score_that_is_not_a_number_always_goes_to_a_human(score, found, policy, draw):
+    decision = route(score, found, policy, draw)
+    assert decision.lane == Lane.BLOCKING_REVIEW and not decision.sampled_for_audit
 
 
 @given(scores, scores, findings, policies(), draws)
@@ -108,7 +116,7 @@ json_numbers = st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allo
 json_values = st.recursive(
     st.none() | st.booleans() | json_numbers | storable_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(storable_text, inner, max_size=4),
-    max_leaves=25,
+    max_leaves=15,
 )
 payloads = st.dictionaries(storable_text, json_values, max_size=6)
 

@@ -52,9 +52,14 @@ def test_pure_tests_pass_with_no_database_url_no_redis_url_and_postgresql_unreac
     for pattern in PURE_MODULES:
         assert any(path.match(pattern) for path in files), f"no test module matches {pattern}"
     report = tmp_path / "pure.xml"
+    # Without DATABASE_URL the settings name the SQLite fallback under var/; importing them must
+    # be all that happens to it (pytest-django keeps pure tests off the database).
+    sqlite = ROOT / "var" / "db.sqlite3"
+    sqlite_before = sqlite.stat().st_mtime_ns if sqlite.exists() else None
     proc = _pytest("-m", "pure", "-q", f"--junitxml={report}", *[str(p.relative_to(ROOT)) for p in files],
                    env=_without_services())
     assert proc.returncode == 0, f"pure tests failed without services:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    assert (sqlite.stat().st_mtime_ns if sqlite.exists() else None) == sqlite_before, "var/db.sqlite3 was written"
     passed: dict[str, int] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         assert case.find("skipped") is None, f"{case.get('classname')}::{case.get('name')} was skipped"

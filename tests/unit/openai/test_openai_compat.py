@@ -249,6 +249,7 @@ def test_the_fake_splits_tokens_by_field():
     assert [t for t, f in tokens if f == "n"] == ["3"]
 
 
+@pytest.mark.services
 def test_without_redis_refusals_are_remembered_in_process_memory(engine, server, settings, model_name):
     import os
 

@@ -177,7 +177,7 @@ def test_the_breaker_opens_after_fail_max_failures_and_another_worker_sees_it_op
     for n in range(3):
         with pytest.raises(ModelUnavailable):
             engine.complete(request_for(model_name, f"[[status:503:99]] b-1-{n}"))
-    name = f"reviewdesk:circuit:{breaker.provider_of(server.base_url)}:{model_name}"
+    name = f"{breaker._prefix()}:{breaker.provider_of(server.base_url)}:{model_name}"
     assert _redis().get(f"{name}:pybreaker:state") == b"open"
 
     _forget_process_breakers()

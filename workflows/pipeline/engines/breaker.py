@@ -36,6 +36,11 @@ DEFAULT_PROVIDER = "api.openai.com"  # the openai client's own default base URL
 KEY_PREFIX = "reviewdesk:circuit"
 
 
+def _prefix() -> str:
+    # REVIEWDESK_NAMESPACE keeps deployments (and test runs) sharing one Redis apart.
+    return f"{settings.REVIEWDESK_NAMESPACE}{KEY_PREFIX}"
+
+
 class _ProviderFailure(Exception):
     """What the breaker is told when a request failed on the provider's side."""
 
@@ -107,7 +112,7 @@ _lock = threading.Lock()
 
 def circuit_for(model: str, *, base_url: str | None) -> ModelCircuit:
     """The shared breaker for ``model`` at the provider behind ``base_url``."""
-    name = f"{KEY_PREFIX}:{provider_of(base_url)}:{model}"
+    name = f"{_prefix()}:{provider_of(base_url)}:{model}"
     redis_url = settings.REDIS_URL
     key = (name, redis_url)
     with _lock:
@@ -182,7 +187,7 @@ def any_circuit_allows(models: Iterable[str], *, base_url: str | None = None) ->
 def reset_circuits(*, base_url: str | None = None) -> int:
     """Close every circuit of the provider (all models, every worker): for tests, and for an
     operator who knows the provider is back. Returns how many breakers were reset."""
-    prefix = f"{KEY_PREFIX}:{provider_of(_base_url(base_url))}:"
+    prefix = f"{_prefix()}:{provider_of(_base_url(base_url))}:"
     with _lock:
         for name, storage in _memory_storage.items():
             if name.startswith(prefix):

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "reviewdesk:llm-params"
 
+
+def _prefix() -> str:
+    # REVIEWDESK_NAMESPACE keeps deployments (and test runs) sharing one Redis apart.
+    return f"{settings.REVIEWDESK_NAMESPACE}{KEY_PREFIX}"
+
 # The names recorded in CallRecord.dropped_parameters, in the order they are given up.
 JSON_SCHEMA = "json_schema"
 JSON_OBJECT = "json_object"
@@ -152,7 +157,7 @@ _local_lock = threading.Lock()
 
 
 def _key(provider: str, model: str) -> str:
-    return f"{KEY_PREFIX}:{provider}:{model}"
+    return f"{_prefix()}:{provider}:{model}"
 
 
 def _load(key: str) -> tuple[str, ...]:
