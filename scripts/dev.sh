@@ -44,12 +44,33 @@ else
     llm_desc="built-in offline draft engine (OPENAI_API_KEY unset)"
 fi
 
+# The worker waits on the model far longer than it computes, so it runs a thread pool. On
+# PostgreSQL: many threads sharing one bounded connection pool, as docker-compose.yml runs it
+# (threads hold a connection only to claim and to record, never during the model call). On the
+# embedded SQLite default: a few threads, since every write takes SQLite's one write lock and
+# dozens of writers would only queue for it (and time out after 20 s).
+case "${DATABASE_URL:-}" in
+    postgres://* | postgresql://*)
+        worker_threads=200
+        worker_db_pool="${REVIEWDESK_DB_POOL_MAX:-8}"
+        worker_desc="thread pool, $worker_threads threads, at most $worker_db_pool PostgreSQL connections"
+        ;;
+    *)
+        worker_threads=4
+        worker_db_pool="${REVIEWDESK_DB_POOL_MAX:-}"
+        worker_desc="thread pool, $worker_threads threads (SQLite takes one writer at a time)"
+        ;;
+esac
+# Queue names follow REVIEWDESK_NAMESPACE, as in reviewdesk/settings.py.
+worker_queues="${REVIEWDESK_NAMESPACE:-}llm,${REVIEWDESK_NAMESPACE:-}celery"
+
 cat <<EOF
 ------------------------------------------------------------------
  ReviewDesk dev run
    database : $db_desc
    broker   : $broker_desc
    drafts   : $llm_desc
+   worker   : $worker_desc
    web      : http://127.0.0.1:$PORT/
    logins   : submitter, reviewer, compliance, wfadmin
    password : reviewdesk-demo
@@ -100,7 +121,8 @@ trap 'exit 129' HUP
 
 # -B runs the beat scheduler inside the worker (the periodic sweep for lost generation
 # tasks); production runs beat as its own service (docker-compose.yml).
-setsid "$CELERY" -A reviewdesk worker -B -s var/celerybeat-schedule -Q llm,celery -l info --concurrency 2 &
+REVIEWDESK_DB_POOL_MAX="$worker_db_pool" setsid "$CELERY" -A reviewdesk worker -B -s var/celerybeat-schedule \
+    -P threads -c "$worker_threads" -Q "$worker_queues" -l info &
 worker_pid=$!
 
 setsid "$PY" manage.py runserver "127.0.0.1:$PORT" &

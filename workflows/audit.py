@@ -121,12 +121,45 @@ def batch():
 def _append(events: list[AuditEvent]) -> None:
     if not events:
         return
+    if connection.vendor == "postgresql":
+        _append_in_database(events)
+        return
     _lock_chain()
     head = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
     for event in events:
         event.prev_hash = head
         event.hash = head = compute_hash(head, event)
     AuditEvent.objects.bulk_create(events)
+
+
+def _append_in_database(events: list[AuditEvent]) -> None:
+    """Lock, read the head, hash and insert in one statement (migration 0004 says why); the
+    canonical JSON is ours, so the database hashes exactly what verify_chain recomputes."""
+    canonical = [canonical_json(_hashed_fields(event)) for event in events]
+    rows = [
+        {
+            "created_at": event.created_at.isoformat(),
+            "actor_id": event.actor_id,
+            "actor_label": event.actor_label,
+            "action": event.action,
+            "object_type": event.object_type,
+            "object_id": event.object_id,
+            "workflow_version_id": event.workflow_version_id,
+            "payload": event.payload,
+            "request_id": event.request_id,
+            "ip": event.ip,
+        }
+        for event in events
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event_id, event_prev_hash, event_hash FROM reviewdesk_audit_append(%s, %s, %s::jsonb)",
+            [_CHAIN_LOCK_KEY, canonical, json.dumps(rows)],
+        )
+        for event, (pk, prev_hash, digest) in zip(events, cursor.fetchall(), strict=True):
+            event.pk, event.prev_hash, event.hash = pk, prev_hash, digest
+            event._state.adding = False
+            event._state.db = connection.alias
 
 
 def record(

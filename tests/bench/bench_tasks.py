@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -20,6 +21,10 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 log = logging.getLogger(__name__)
+# Diagnostic only (run_bench.py --switch-interval): how long a thread may keep the GIL while
+# another waits for it. Never set unless the bench is asked to.
+if os.environ.get("BENCH_SWITCH_INTERVAL"):
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 _client: redis.Redis | None = None
 _lock = threading.Lock()
 

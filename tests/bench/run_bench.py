@@ -18,9 +18,18 @@ own Redis db (11 unless BENCH_REDIS_URL says otherwise) and its own queue names 
    instant model, commit -> routed (a NOTIFY fired by a trigger on the bench database when the
    submission leaves "generating", i.e. seen at the worker's COMMIT), interleaved with a no-op
    task's round trip (send -> the worker's RPUSH seen by BLPOP).
-4. Figure 2, throughput: --drafts submissions created by --creators threads with a model that
-   answers in --model-delay seconds, against as many bare sleep tasks on the same workers.
-   pg_stat_activity is polled all along (connections, advisory-lock waiters).
+4. Figure 2, throughput, with a model that answers in --model-delay seconds:
+   - bare: --drafts sleep tasks queued while the workers do not consume the llm queue
+     (cancel_consumer), then released at once (add_consumer); tasks/s until the last is done;
+   - burst (the figure held against the target): --drafts submissions created through
+     submission_create by --creators threads the same way, then released; drafts/s until the
+     last is routed (the draft.routed audit events' timestamps);
+   - live (information): the same, created while the workers consume, so this one driver
+     process's creation rate is part of it.
+   pg_stat_activity is polled every 50 ms all along (connections per process, sessions waiting
+   on the audit-chain advisory lock, what the lock holder is doing), and CPU is read from /proc
+   per process: the workers, the fake model, this driver, Redis, the bench database's backends,
+   and what the rest of the machine used meanwhile (another test run lowers every figure).
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,6 +160,7 @@ class Sample:
     idle_in_tx: int
     active: int
     backend_pids: list[int]
+    lock_holder: str = ""  # what the session holding the audit-chain advisory lock is doing
 
     @property
     def counted(self) -> int:
@@ -159,6 +170,21 @@ class Sample:
     @property
     def workers(self) -> int:
         return sum(n for app, n in self.by_app.items() if app.startswith("bench-worker"))
+
+
+def describe_holder(row) -> str:
+    """The lock holder's state, in the words of the report."""
+    if row is None:
+        return "lock free"
+    state, wait_type, wait_event, query = row
+    if state and state.startswith("idle in transaction"):
+        return "held, server idle: waiting for the client (Python) to send the next statement"
+    if query and query.strip().upper().startswith("COMMIT"):
+        return f"held, COMMIT in progress ({wait_event or 'on CPU'})"
+    if wait_type == "Lock" and wait_event == "advisory":
+        # pg_locks and pg_stat_activity are read a moment apart: the lock was just granted.
+        return "held, just granted"
+    return f"held, statement running ({wait_event or 'on CPU'})"
 
 
 class PgSampler(threading.Thread):
@@ -192,7 +218,12 @@ class PgSampler(threading.Thread):
                         idle_tx += 1
                     if state == "active":
                         active += 1
-                self.samples.append(Sample(time.time(), self.phase, dict(by_app), advisory, idle_tx, active, pids))
+                holder = conn.execute(
+                    "SELECT a.state, a.wait_event_type, a.wait_event, left(a.query, 40) FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND a.datname = %s LIMIT 1", [self.dbname]).fetchone()
+                self.samples.append(Sample(time.time(), self.phase, dict(by_app), advisory, idle_tx, active, pids,
+                                           describe_holder(holder)))
                 self.stop_event.wait(self.interval)
 
     def of(self, phase: str) -> list[Sample]:
@@ -477,11 +508,18 @@ class Bench:
 
     def setup(self) -> None:
         import psycopg
+        import psycopg.sql
 
         self.check_services()
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
-        self.db_created = True
+            self.db_created = True
+            for setting in self.args.pg_set:
+                name, _, value = setting.partition("=")
+                if not re.fullmatch(r"[a-z_.]+", name):
+                    raise SystemExit(f"bench: --pg-set {setting!r}: not a setting name")
+                conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    psycopg.sql.Identifier(self.dbname), psycopg.sql.SQL(name), psycopg.sql.Literal(value)))
         self.model, self.model_url = start_model_server()
         _, driver_pool = self.pool_sizes()
         os.environ.update(self.common_env())
@@ -527,8 +565,10 @@ class Bench:
             name = f"bench{i}-{self.pid}@{self.hostname}"
             env = {**os.environ, **self.common_env(), "REVIEWDESK_DB_POOL_MAX": str(per_worker),
                    "PGAPPNAME": f"bench-worker{i}", "REVIEWDESK_LOG_LEVEL": "INFO"}
+            if a.switch_interval:
+                env["BENCH_SWITCH_INTERVAL"] = str(a.switch_interval)
             log_path = self.logdir / f"worker{i}.log"
-            cmd = [sys.executable, "-m", "celery", "-A", "reviewdesk", "worker", "-P", a.pool,
+            cmd = [a.worker_python, "-m", "celery", "-A", "reviewdesk", "worker", "-P", a.pool,
                    "-c", str(a.concurrency), "-Q", f"{llm},{default}", "--include", "tests.bench.bench_tasks",
                    "-n", name, "-l", "info", "--without-heartbeat", "--without-mingle", "--without-gossip"]
             with open(log_path, "w") as log:
@@ -594,7 +634,6 @@ class Bench:
         snap["driver (creates submissions)"] = t.user + t.system
         pids = {pid for smp in self.sampler.samples for pid in smp.backend_pids} if self.sampler else set()
         snap["_pg"] = pids_cpu(pids)
-        snap["postgres (all)"] = named_cpu("postgres")
         snap["redis-server"] = named_cpu("redis-server")
         snap["_machine"] = machine_cpu()
         return snap
@@ -727,6 +766,7 @@ class Bench:
             "max_advisory": max((s.advisory_waiting for s in samples), default=0),
             "mean_advisory": sum(s.advisory_waiting for s in samples) / len(samples) if samples else 0.0,
             "mean_active": sum(s.active for s in samples) / len(samples) if samples else 0.0,
+            "holder": collections.Counter(s.lock_holder for s in samples),
         }
         before, seconds = window["cpu"], time.time() - window["t"]
         units = max(units, 1)
@@ -737,8 +777,7 @@ class Bench:
             if key.startswith("_"):
                 continue
             used = cpu_after[key] - before[key]
-            if not key.startswith("postgres"):
-                known += used
+            known += used
             parts.append(f"{key} {used / units * 1000:.2f} ms")
         # Backends of the bench database: those seen by the sampler up to now; one born during
         # the window counts from zero.
@@ -754,6 +793,7 @@ class Bench:
             f"processes outside this bench (other test runs, postgres background writers, ...) "
             f"{max(busy - known, 0.0):.2f} s")
         stats["cpu_ms"] = busy / units * 1000
+        stats["own_cpu_ms"] = min(known, busy) / units * 1000
         stats["busy_pct"] = 100 * busy / total if total else 0.0
         return stats
 
@@ -886,6 +926,11 @@ class Bench:
             f"active sessions mean {stats['mean_active']:.1f}")
         say(f"  audit chain after the run: {'intact' if chain.ok else 'BROKEN at ' + str(chain.broken_at)} "
             f"({chain.checked} events)")
+        holder = stats["holder"]
+        if holder:
+            total = sum(holder.values())
+            say("  audit-chain advisory lock, sampled every 50 ms: " + "; ".join(
+                f"{100 * n / total:.0f}% {what}" for what, n in holder.most_common()))
         say("  timeline (second: routed so far | model calls in flight | PG connections | advisory-lock waiters):")
         line = []
         step = max(1, int(elapsed) // 12) if elapsed == elapsed else 1
@@ -937,8 +982,14 @@ class Bench:
                         conn.close_pool()
         with contextlib.suppress(Exception):
             r = self.redis()
-            for key in r.scan_iter(match=f"*{self.namespace}*", count=1000):
-                r.delete(key)
+            # This run's names; and keys naming this run's fake model (127.0.0.1:<its port>),
+            # which a breaker that does not follow REVIEWDESK_NAMESPACE would leave.
+            patterns = [f"*{self.namespace}*"]
+            if self.model_url:
+                patterns.append(f"*{urlsplit(self.model_url).netloc}:*")
+            for pattern in patterns:
+                for key in r.scan_iter(match=pattern, count=1000):
+                    r.delete(key)
             for key in r.scan_iter(match="_kombu.binding.*", count=1000):
                 mine = [m for m in r.smembers(key) if self.namespace in m]
                 if mine:
@@ -977,6 +1028,10 @@ class Bench:
             say(f"  worker logs: {logs or 'no retries, no errors'}")
         finally:
             self.cleanup()
+        if logs or a.keep or a.py_spy:
+            say(f"worker logs kept in {self.logdir}")
+        else:
+            shutil.rmtree(self.logdir, ignore_errors=True)
         self.table(fig1, bare, fig2, live, profile, logs)
         say(f"\nbench finished in {time.monotonic() - started:.0f} s")
         return 0
@@ -997,8 +1052,9 @@ class Bench:
         res.add(f"drafts/s, {a.model_delay:g} s model, {a.drafts} queued", f"{fig2['rate']:.1f}/s",
                 f"{bare['rate']:.1f}/s", ratio(fig2["rate"], bare["rate"]), f">= {DRAFTS_TARGET:.0f}/s",
                 fig2["rate"] >= DRAFTS_TARGET)
-        res.add("CPU per draft / per bare task (machine)", f"{fig2['cpu_ms']:.1f} ms", f"{bare['cpu_ms']:.1f} ms",
-                ratio(fig2["cpu_ms"], bare["cpu_ms"]))
+        res.add("CPU per draft / per bare task (this bench)", f"{fig2['own_cpu_ms']:.1f} ms",
+                f"{bare['own_cpu_ms']:.1f} ms", ratio(fig2["own_cpu_ms"], bare["own_cpu_ms"]))
+        res.add("CPU busy during the run (whole machine)", f"{fig2['busy_pct']:.0f}%", f"{bare['busy_pct']:.0f}%")
         if live:
             res.add(f"drafts/s, created live by {a.creators} threads", f"{live['rate']:.1f}/s", f"{bare['rate']:.1f}/s",
                     ratio(live["rate"], bare["rate"]), "(info)")
@@ -1021,6 +1077,10 @@ class Bench:
         say(f"ReviewDesk bench: {a.workers} worker(s) x -P {a.pool} -c {a.concurrency}, "
             f"REVIEWDESK_DB_POOL_MAX={self.pool_sizes()[0]} per worker (+{self.pool_sizes()[1]} driver), "
             f"{os.cpu_count()} cores")
+        if a.pg_set or a.switch_interval or a.worker_python != sys.executable:
+            say(f"DIAGNOSTIC settings, not the deployment's: {a.pg_set or ''} "
+                f"{'switch interval ' + str(a.switch_interval) if a.switch_interval else ''} "
+                f"{'workers run ' + a.worker_python if a.worker_python != sys.executable else ''}")
         say("=" * len(rule))
         for row in [headers, *res.rows]:
             say(" | ".join(str(v).ljust(w) for v, w in zip(row, widths)))
@@ -1050,7 +1110,13 @@ def parse_args(argv=None):
     p.add_argument("--fig2-timeout", type=float, default=180.0)
     p.add_argument("--no-live", dest="live", action="store_false",
                    help="skip the second throughput run, with submissions created while the workers consume")
-    p.add_argument("--keep", action="store_true", help="keep the bench database")
+    p.add_argument("--keep", action="store_true", help="keep the bench database and the worker logs")
+    p.add_argument("--pg-set", metavar="NAME=VALUE", action="append", default=[],
+                   help="diagnostic: ALTER DATABASE <bench db> SET NAME=VALUE (e.g. synchronous_commit=off)")
+    p.add_argument("--switch-interval", type=float, default=0.0,
+                   help="diagnostic: sys.setswitchinterval() in the workers (Python's default is 0.005)")
+    p.add_argument("--worker-python", metavar="PATH", default=sys.executable,
+                   help="interpreter for the workers (e.g. a venv that also has gevent, for --pool gevent)")
     p.add_argument("--py-spy", metavar="PATH", default="",
                    help="py-spy binary: record each worker during the burst run (collapsed stacks in the log dir)")
     args = p.parse_args(argv)

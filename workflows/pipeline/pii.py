@@ -192,6 +192,14 @@ def placeholder_for(field_name: str) -> str:
     return f"<{field_name.upper()}>"
 
 
+# Field types whose values cannot carry free text: the author's own options, numbers, dates,
+# yes/no. Running the detector over them costs CPU on every draft and finds nothing.
+_NO_FREE_TEXT = frozenset({"choice", "multichoice", "integer", "decimal", "date", "boolean"})
+# Every kind pii_in_output checks (all but PERSON) has a digit or an "@" in it; a string with
+# neither is skipped without running the detector.
+_MAY_HOLD_CHECKED_KINDS = re.compile(r"[\d@]")
+
+
 def redact(spec: WorkflowDefinition, values: dict[str, Any]) -> Redaction:
     redacted = dict(values)
     placeholders: dict[str, str] = {}
@@ -206,8 +214,11 @@ def redact(spec: WorkflowDefinition, values: dict[str, Any]) -> Redaction:
                           supplied=[t for v in values.values() for t in _strings(v)])
     if not (placeholders or redaction.detecting):
         return redaction
+    types = {f.name: f.type for f in spec.form.all_fields()}
     for name in _in_form_order(spec, values):
         value = values[name]
+        if types.get(name) in _NO_FREE_TEXT:
+            continue
         if redacted[name] is value:  # not itself a pii field
             redacted[name] = map_strings(value, redaction._redact_text)
     return redaction
@@ -250,6 +261,8 @@ def pii_in_output(content: str, redaction: Redaction) -> list[str]:
         return []
     kinds = set()
     for text in _answer_strings(content):
+        if not _MAY_HOLD_CHECKED_KINDS.search(text):
+            continue
         for found in detect(text):
             if found.entity_type not in NOT_CHECKED_IN_OUTPUT and not redaction.was_supplied(found.text(text)):
                 kinds.add(found.entity_type)
