@@ -248,6 +248,10 @@ if _LLM_MODEL_SECONDS * REVIEWDESK_LLM_MAX_MODELS >= CELERY_TASK_SOFT_TIME_LIMIT
         f"(REVIEWDESK_TASK_TIME_LIMIT={CELERY_TASK_TIME_LIMIT} - 5). Lower the timeout, retries or models, "
         f"or raise REVIEWDESK_TASK_TIME_LIMIT."
     )
+# The whole pipeline run (draft, retries, fallbacks, repair, samples, QA, cascade) stops
+# starting calls this long before the soft time limit, so the task always has time to store
+# what it paid for. (The threads pool that runs the llm queue enforces no time limits itself.)
+REVIEWDESK_RUN_BUDGET_SECONDS = CELERY_TASK_SOFT_TIME_LIMIT - 15
 # The draft cache (pipeline/cache.py): seconds a temperature-0 answer is reused.
 REVIEWDESK_CACHE_TTL_SECONDS = env_int("REVIEWDESK_CACHE_TTL_SECONDS", 86400, minimum=0)
 REVIEWDESK_DRAFT_CACHE = "drafts"

@@ -43,6 +43,11 @@ def route(score: float, findings: Iterable[str], policy: Policy, draw: float) ->
         return RoutingDecision(
             Lane.BLOCKING_REVIEW, False, f"score {score:.2f} < block_below {policy.block_below:.2f}"
         )
+    found = sorted(set(findings))
+    if score >= policy.auto_approve_at and found:
+        # However low a workflow sets its thresholds, a draft with a finding is never released
+        # without a person looking at it later: the best it gets is the async lane.
+        return RoutingDecision(Lane.ASYNC_REVIEW, False, f"finding {', '.join(found)}: never auto-approved")
     if score >= policy.auto_approve_at:
         sampled = draw < policy.audit_sample_rate
         return RoutingDecision(

@@ -23,9 +23,10 @@ class Finding(StrEnum):
 
 
 # Findings that block whatever a workflow lists in routing.always_block_on: a truncated
-# answer is a partial draft, and one with a placeholder still in it would go out saying
-# "<CUSTOMER_NAME>".
-ALWAYS_BLOCKING = frozenset({Finding.UNRESOLVED_PLACEHOLDER, Finding.TRUNCATED})
+# answer is a partial draft, an empty one has nothing to release, and one with a placeholder
+# still in it would go out saying "<CUSTOMER_NAME>". Any other finding still keeps a draft out
+# of auto-approval (routing.route).
+ALWAYS_BLOCKING = frozenset({Finding.UNRESOLVED_PLACEHOLDER, Finding.TRUNCATED, Finding.EMPTY_OUTPUT})
 
 
 class AuditAction(StrEnum):

@@ -358,3 +358,41 @@ def test_client_addresses_are_stored_as_hashed_so_the_chain_verifies(db, remote_
     event = AuditEvent.objects.get(action="auth.denied")
     assert event.ip == stored
     assert audit.verify_chain().ok
+
+
+# --- audit.batch(): a service's events appended together at its end ---------------------------
+
+
+def test_a_batch_appends_its_events_in_order_at_its_end_and_the_chain_holds(db):
+    from django.db import transaction
+
+    with transaction.atomic(), audit.batch():
+        first = audit.record(action="submission.created", object_type="thing", object_id=1)
+        second = audit.record(action="draft.generated", object_type="thing", object_id=1)
+        assert not AuditEvent.objects.exists()  # nothing written until the batch ends
+    stored = list(AuditEvent.objects.order_by("id"))
+    assert [e.action for e in stored] == ["submission.created", "draft.generated"]
+    assert [first.pk, second.pk] == [e.pk for e in stored]
+    assert stored[1].prev_hash == stored[0].hash
+    assert audit.verify_chain().ok
+
+
+def test_a_batch_that_raises_writes_nothing(db):
+    from django.db import transaction
+
+    with pytest.raises(ZeroDivisionError):
+        with transaction.atomic(), audit.batch():
+            audit.record(action="submission.created", object_type="thing", object_id=1)
+            1 / 0
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_nested_batch_is_appended_by_the_outer_one(db):
+    from django.db import transaction
+
+    with transaction.atomic(), audit.batch():
+        audit.record(action="submission.created", object_type="thing", object_id=1)
+        with audit.batch():
+            audit.record(action="draft.generated", object_type="thing", object_id=1)
+        assert not AuditEvent.objects.exists()
+    assert AuditEvent.objects.count() == 2 and audit.verify_chain().ok

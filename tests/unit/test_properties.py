@@ -85,11 +85,12 @@ def test_without_a_blocking_finding_the_lane_follows_the_thresholds(score, found
     decision = route(score, soft, policy, draw)
     if score < policy.block_below:
         assert decision.lane == Lane.BLOCKING_REVIEW
-    elif score >= policy.auto_approve_at:
+    elif score >= policy.auto_approve_at and not soft:
         assert decision.lane == Lane.AUTO_APPROVE
     else:
+        # Between the thresholds, or above them with a finding: a draft with any finding is
+        # never auto-approved, however low the workflow set its thresholds.
         assert decision.lane == Lane.ASYNC_REVIEW
-    assert decision.lane == route(score, [], policy, draw).lane, "findings that do not block change nothing"
 
 
 @given(scores, findings, policies(), draws)

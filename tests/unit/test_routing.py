@@ -63,16 +63,27 @@ def test_all_hard_findings_are_named():
 
 
 @pytest.mark.parametrize(
-    "score, lane", [(1.0, Lane.AUTO_APPROVE), (0.7, Lane.ASYNC_REVIEW), (0.4, Lane.BLOCKING_REVIEW)]
+    "score, lane", [(1.0, Lane.ASYNC_REVIEW), (0.7, Lane.ASYNC_REVIEW), (0.4, Lane.BLOCKING_REVIEW)]
 )
-def test_finding_not_in_always_block_on_does_not_force_blocking(score, lane):
+def test_finding_not_in_always_block_on_does_not_force_blocking_but_is_never_auto_approved(score, lane):
     assert _route(score, ["length_exceeded"]).lane == lane
     # The same finding forces blocking once the policy lists it.
     assert _route(score, ["length_exceeded"], always_block_on=["length_exceeded"]).lane == Lane.BLOCKING_REVIEW
 
 
-def test_empty_always_block_on_lets_the_score_decide():
-    assert _route(0.95, ["schema_invalid"], always_block_on=[]).lane == Lane.AUTO_APPROVE
+def test_empty_always_block_on_lets_the_score_decide_short_of_auto_approval():
+    assert _route(0.95, ["schema_invalid"], always_block_on=[]).lane == Lane.ASYNC_REVIEW
+    assert _route(0.5, ["schema_invalid"], always_block_on=[]).lane == Lane.BLOCKING_REVIEW
+
+
+def test_thresholds_under_the_finding_cap_cannot_auto_approve_a_guardrail_finding():
+    # The score cap (0.3) alone would not hold with auto_approve_at 0.3.
+    decision = _route(0.3, ["guardrail"], always_block_on=[], auto_approve_at=0.3, block_below=0.25)
+    assert decision.lane == Lane.ASYNC_REVIEW and "never auto-approved" in decision.reason
+
+
+def test_an_empty_answer_always_blocks():
+    assert _route(0.95, ["empty_output"], always_block_on=[]).lane == Lane.BLOCKING_REVIEW
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from .prompts import RenderedPrompt
 from .types import CallRecord, EngineReply, TokenLogprob
 
 log = logging.getLogger(__name__)
-_FORMAT = 1  # bump when the stored shape changes; old entries are then simply missed
+_FORMAT = 2  # bump when the stored shape changes; old entries are then simply missed
 
 
 def cacheable(spec: WorkflowDefinition) -> bool:
@@ -65,11 +65,13 @@ def lookup(key: str) -> EngineReply | None:
         calls=(hit,),
         certainty_hint=data["certainty_hint"],
         cache_hit=True,
+        cached_signals=data.get("signals") or {},
     )
 
 
-def store(key: str, reply: EngineReply) -> None:
+def store(key: str, reply: EngineReply, *, signals: dict | None = None) -> None:
     data = {
+        "signals": signals or {},
         "purpose": str(reply.calls[-1].purpose) if reply.calls else "draft",
         "engine": reply.engine,
         "model_requested": reply.model_requested,

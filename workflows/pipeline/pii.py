@@ -93,14 +93,19 @@ class Redaction:
         entity kinds (upper case, so the two cannot be confused). No values."""
         return self.field_names + self.kinds
 
-    def mask(self, text: str) -> str:
+    def mask(self, text: str, *, supplied: bool = True) -> str:
         """Redact free text (a complaint, a reviewer's feedback): the `pii: true` values wherever
         they recur, then, unless detection is off, whatever the detector finds.
 
         Values found here for the first time get new placeholders, recorded on this redaction so
         that `restore` puts them back into the answer.
+
+        ``supplied=False`` for text that did not come from a person (a validation error that
+        quotes the model's own answer): it is masked, but what it contains does not count as
+        supplied, or personal data the model invented would pass `pii_in_output` after a repair.
         """
-        self.supplied.append(text)
+        if supplied:
+            self.supplied.append(text)
         return self._redact_text(text)
 
     def unresolved(self, text: str) -> list[str]:

@@ -27,6 +27,7 @@ class ModelRequest:
     max_tokens: int
     timeouts: Timeouts
     purpose: CallPurpose = CallPurpose.DRAFT
+    deadline: float | None = None  # time.monotonic() after which no request may be sent
     # The redacted form values and field names, for engines that draft without a model (the
     # offline engine). A model never sees them except through the rendered prompt.
     values: Mapping[str, Any] = field(default_factory=dict)
@@ -79,6 +80,8 @@ class EngineReply:
     calls: tuple[CallRecord, ...]
     certainty_hint: float | None = None  # the offline engine's stated heuristic
     cache_hit: bool = False
+    # On a cache hit: what the first run measured besides the answer (QA grade, agreement).
+    cached_signals: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ModelUnavailable(Exception):
@@ -173,4 +176,6 @@ class RunOptions:
     """Knobs a caller may turn without changing the definition (eval runs, dry runs)."""
 
     use_cache: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Seconds the whole run may take (every call, retry, repair, QA and cascade); None: the
+    # REVIEWDESK_RUN_BUDGET_SECONDS setting, which fits inside the task's time limit.
+    time_budget_seconds: float | None = None

@@ -89,6 +89,8 @@ class _Exchange:
         retries = settings.REVIEWDESK_LLM_MAX_RETRIES
         self.max_failures = retries + 1
         self.deadline = time.monotonic() + budget_seconds(request.timeouts.total, retries)
+        if request.deadline is not None:  # the run's own deadline (pipeline.run) comes first
+            self.deadline = min(self.deadline, request.deadline)
         self.min_attempt = min(MIN_ATTEMPT_SECONDS, request.timeouts.total)
 
     def run(self) -> EngineReply:
