@@ -359,3 +359,24 @@ def test_the_read_timeout_is_what_is_left_of_the_total_once_connected():
     time.sleep(0.3)  # connecting
     request.extensions["trace"]("http11.receive_response_headers.started", {})
     assert 0.6 < request.extensions["timeout"]["read"] <= 0.71
+
+
+def test_a_half_open_circuit_lets_exactly_one_trial_through_across_workers(engine, server, settings, model_name):
+    settings.REVIEWDESK_LLM_BREAKER_FAIL_MAX = 2
+    settings.REVIEWDESK_LLM_BREAKER_RESET_SECONDS = 1
+    circuit = breaker.circuit_for(model_name, base_url=server.base_url)
+    for _ in range(2):
+        circuit.record_failure("503")
+    assert circuit.state() == "open" and not circuit.allows()
+    time.sleep(1.1)
+    _forget_process_breakers()
+    other_worker = breaker.circuit_for(model_name, base_url=server.base_url)
+    assert circuit.state() == other_worker.state() == "half-open"
+    # Ten threads of two workers ask at once: one trial request goes out, the rest wait.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: (circuit if i % 2 else other_worker).allows(), range(10)))
+    assert answers.count(True) == 1
+    circuit.record_success()  # the trial answered: closed for everyone
+    assert other_worker.state() == "closed" and all(other_worker.allows() for _ in range(3))

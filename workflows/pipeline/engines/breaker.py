@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ OPEN = pybreaker.STATE_OPEN  # "open"
 HALF_OPEN = pybreaker.STATE_HALF_OPEN  # "half-open"
 DEFAULT_PROVIDER = "api.openai.com"  # the openai client's own default base URL
 KEY_PREFIX = "reviewdesk:circuit"
+TRIAL_POLL_SECONDS = 0.2
 
 
 def _prefix() -> str:
@@ -71,7 +73,29 @@ class ModelCircuit:
         return state
 
     def allows(self) -> bool:
-        return self.state() != OPEN
+        """May a request go out now? Closed: yes. Open: no. Half-open: only the one caller,
+        across every worker and thread, that takes the trial slot; the others wait for its
+        outcome instead of all testing a provider that may still hang."""
+        state = self.state()
+        if state == CLOSED:
+            return True
+        if state == OPEN:
+            return False
+        return _take_trial_slot(self.name)
+
+    def wait_for_trial(self, until: float) -> bool:
+        """While another caller's trial request is out (half-open), wait for its outcome, up
+        to ``until`` (time.monotonic()): True once the circuit lets us through (the trial
+        closed it, or the trial slot is ours), False if it opened again or time ran out. An
+        open circuit is not waited for: its reset timeout is for the automatic retry."""
+        while time.monotonic() < until:
+            state = self.state()
+            if state == OPEN:
+                return False
+            if self.allows():
+                return True
+            time.sleep(TRIAL_POLL_SECONDS)
+        return False
 
     def seconds_until_trial(self) -> float:
         if self._breaker.current_state != OPEN:
@@ -89,6 +113,8 @@ class ModelCircuit:
         self._report(_ProviderFailure(reason))
 
     def _report(self, failure: _ProviderFailure | None) -> None:
+        _free_trial_slot(self.name)
+
         def outcome():
             if failure is not None:
                 raise failure
@@ -159,6 +185,43 @@ def shared_redis(url: str | None = None):
     return _redis_clients[url]
 
 
+# --- the half-open trial slot ------------------------------------------------------------------
+
+_local_trials: dict[str, float] = {}  # without Redis: name -> monotonic time the slot expires
+
+
+def _trial_seconds() -> int:
+    # Held no longer than one request can take, so a worker that dies mid-trial does not keep
+    # the circuit shut: the slot expires and the next caller tries.
+    return int(settings.REVIEWDESK_LLM_TIMEOUT) + 1
+
+
+def _take_trial_slot(name: str) -> bool:
+    if settings.REDIS_URL:
+        try:
+            return bool(shared_redis().set(f"{name}:trial", "1", nx=True, ex=_trial_seconds()))
+        except Exception:  # without Redis there is no shared slot; let the request through
+            log.warning("circuit trial slot unavailable for %s", name, exc_info=True)
+            return True
+    now = time.monotonic()
+    with _lock:
+        if _local_trials.get(name, 0) > now:
+            return False
+        _local_trials[name] = now + _trial_seconds()
+        return True
+
+
+def _free_trial_slot(name: str) -> None:
+    if settings.REDIS_URL:
+        try:
+            shared_redis().delete(f"{name}:trial")
+        except Exception:
+            log.warning("circuit trial slot unavailable for %s", name, exc_info=True)
+        return
+    with _lock:
+        _local_trials.pop(name, None)
+
+
 # --- what the rest of the app asks -----------------------------------------------------------
 
 
@@ -195,12 +258,14 @@ def reset_circuits(*, base_url: str | None = None) -> int:
                 storage.reset_counter()
                 storage.reset_success_counter()
         reset = sum(1 for name in _memory_storage if name.startswith(prefix))
+        for name in [n for n in _local_trials if n.startswith(prefix)]:
+            del _local_trials[name]
     if settings.REDIS_URL:
         client = shared_redis()
         keys = list(client.scan_iter(match=f"{glob_escape(prefix)}*", count=500))
         if keys:
             client.delete(*keys)
-        reset += len({k.rsplit(b":pybreaker:", 1)[0] for k in keys})
+        reset += len({k.rsplit(b":pybreaker:", 1)[0] for k in keys if b":pybreaker:" in k})
     return reset
 
 

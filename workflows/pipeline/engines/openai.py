@@ -96,7 +96,7 @@ class _Exchange:
     def run(self) -> EngineReply:
         try:
             while True:
-                if not self.circuit.allows():
+                if not self.circuit.allows() and not self.circuit.wait_for_trial(self.deadline - self.min_attempt):
                     self._record(CallOutcome.CIRCUIT_OPEN, 0.0, error="circuit open: no request sent")
                     raise _GiveUp(f"circuit open ({self.circuit.seconds_until_trial():.0f}s until a trial request)")
                 timeout = self._timeout()
