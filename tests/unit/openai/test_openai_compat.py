@@ -261,3 +261,20 @@ def test_without_redis_refusals_are_remembered_in_process_memory(engine, server,
     assert not redis_lib.Redis.from_url(os.environ["REDIS_URL"]).keys(f"*{model_name}*")
     compat.forget_provider(compat_provider(server))
     assert compat.remembered(compat_provider(server), model_name, wants_json=True).dropped == frozenset()
+
+
+def test_a_guessed_refusal_is_remembered_for_minutes_a_named_one_for_the_memory_time(engine, server, model_name):
+    from workflows.pipeline.engines.breaker import shared_redis
+
+    engine.complete(request_for(model_name, "[[profile:llamacpp-no-json-schema]] c-guess"))
+    key = compat._key(compat_provider(server), model_name)
+    assert 0 < shared_redis().ttl(key) <= compat.GUESSED_MEMORY_SECONDS
+    other = f"{model_name}-named"
+    engine.complete(request_for(other, "[[profile:no-response-format]] c-named"))
+    assert shared_redis().ttl(compat._key(compat_provider(server), other)) > compat.GUESSED_MEMORY_SECONDS
+
+
+def compat_provider(server):
+    from workflows.pipeline.engines.breaker import provider_of
+
+    return provider_of(server.base_url)

@@ -179,9 +179,17 @@ def remembered(provider: str, model: str, *, wants_json: bool) -> Params:
     return Params(wants_json, frozenset(n for n in names if n in _ORDER))
 
 
-def remember(provider: str, model: str, params: Params) -> None:
-    """Keep what a successful request went without, merged with what is already known."""
+# How long a guessed refusal (an unexplained 500 taken as "no json_schema here") is kept: a
+# passing 500 from a healthy server must not keep every workflow on json_object for an hour.
+GUESSED_MEMORY_SECONDS = 300
+
+
+def remember(provider: str, model: str, params: Params, *, guessed: bool = False) -> None:
+    """Keep what a successful request went without, merged with what is already known. A
+    guess is kept for minutes, a refusal the server named for REVIEWDESK_LLM_PARAMETER_MEMORY_SECONDS."""
     ttl = settings.REVIEWDESK_LLM_PARAMETER_MEMORY_SECONDS
+    if guessed:
+        ttl = min(ttl, GUESSED_MEMORY_SECONDS)
     if ttl <= 0:
         return
     key = _key(provider, model)

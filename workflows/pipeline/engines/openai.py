@@ -84,6 +84,7 @@ class _Exchange:
         self.params = compat.remembered(engine.provider, request.model, wants_json=request.json_schema is not None)
         self.learnt = False  # a parameter was dropped during this exchange
         self.guessed = False  # an unexplained 5xx was already taken for a refusal
+        self.sure_refusal = False  # the server named a parameter it refused
         self.calls: list[CallRecord] = []
         self.failures = 0  # requests that spend the retry budget (and count for the breaker)
         retries = settings.REVIEWDESK_LLM_MAX_RETRIES
@@ -148,7 +149,7 @@ class _Exchange:
         )
         self.circuit.record_success()
         if self.learnt:
-            compat.remember(self.engine.provider, self.request.model, self.params)
+            compat.remember(self.engine.provider, self.request.model, self.params, guessed=not self.sure_refusal)
         return EngineReply(
             engine=ENGINE,
             model_requested=self.request.model,
@@ -185,6 +186,7 @@ class _Exchange:
                      error=f"refused {name}, sending again without it: {text}")
         self.params = self.params.without(name)
         self.learnt = True
+        self.sure_refusal = self.sure_refusal or named
         if named or not self.guessed:
             # A refusal is an answer, not an outage: no retry spent, nothing told to the breaker.
             # An unexplained 5xx gets that benefit of the doubt once; after that it is also
