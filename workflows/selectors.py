@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -147,3 +147,13 @@ def calls_for_draft(draft) -> QuerySet[LLMCall]:
     if draft is None:
         return LLMCall.objects.none()
     return LLMCall.objects.filter(submission_id=draft.submission_id, attempt=draft.attempt).order_by("id")
+
+
+def submission_cost(submission: Submission) -> dict:
+    """Every model call of one submission, all attempts (draft, retries, repair, QA, cascade,
+    failures): requests, tokens and cost. The caller has scoped the submission."""
+    totals = submission.llm_calls.aggregate(
+        requests=Count("id"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
+        cost_usd=Sum("cost_usd"),
+    )
+    return {key: value or 0 for key, value in totals.items()}

@@ -88,3 +88,12 @@ def test_the_submitter_never_sees_the_calls_or_the_provider_text(people, demo, c
     submission = _drafted_by_the_fake(people, demo, "[[lane:async]]")
     page = Page(client_for("submitter").get(f"/submissions/{submission.pk}/"))
     assert page.by_id("model-calls") is None and page.by_id("field-certainty") is None
+    assert page.by_id("submission-cost") is None
+
+
+def test_staff_see_what_the_whole_submission_cost(people, demo, client_for, fake_model):
+    submission = _drafted_by_the_fake(people, demo, "[[lane:async]] [[invalid-once]]")
+    total = sum(c.cost_usd for c in submission.llm_calls.all())
+    assert total > 0
+    text = Page(client_for("compliance").get(f"/submissions/{submission.pk}/")).by_id("submission-cost").text
+    assert "2 model requests" in text and f"${total:.6f}" in text

@@ -129,6 +129,7 @@ def _submission_page(request, submission, status: int = 200):
         "spec": submission.workflow_version.spec,
         "draft": draft,
         "calls": selectors.calls_for_draft(draft) if can_see_drafts else [],
+        "cost": selectors.submission_cost(submission) if can_see_drafts else None,
         "can_see_drafts": can_see_drafts,
         "events": selectors.audit_events_for_submission(request.user, submission),
         "decisions": selectors.decisions_for_submission(submission),
