@@ -147,6 +147,16 @@ class ModelDef(_Strict):
             # Every model tried costs its timeout and retries; the task's time limit is sized
             # for at most this many (settings refuse a combination that cannot fit).
             raise _KeyedError(("fallback",), f"{len(chain)} models (name, fallback, escalate_to) exceed the limit of {limit}")
+        if self.timeout_seconds is not None:
+            retries = getattr(settings, "REVIEWDESK_LLM_MAX_RETRIES", 2)
+            per_model = self.timeout_seconds * (retries + 1) + retries * getattr(settings, "REVIEWDESK_LLM_RETRY_WAIT_CAP", 3)
+            task_limit = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 295)
+            if per_model * len(chain) >= task_limit:
+                raise _KeyedError(
+                    ("timeout_seconds",),
+                    f"{self.timeout_seconds:g} s with {retries} retries for {len(chain)} models needs "
+                    f"{per_model * len(chain):g} s, more than the drafting task's {task_limit} s",
+                )
         return self
 
 

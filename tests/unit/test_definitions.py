@@ -270,3 +270,15 @@ def test_sla_minutes_must_be_positive(demo_data):
     assert "routing.sla_minutes.blocking_review" in _refusal(data)
     data["routing"]["sla_minutes"] = {"blocking_reveiw": 30}
     assert any(key.startswith("routing.sla_minutes") for key in _refusal(data))
+
+
+def test_a_model_timeout_that_cannot_fit_in_the_task_is_refused_naming_the_key(demo_data):
+    from workflows.definitions import DefinitionError, parse_definition
+
+    data = demo_data()
+    data["model"]["timeout_seconds"] = 120
+    with pytest.raises(DefinitionError) as info:
+        parse_definition(data)
+    assert info.value.errors[0][0] == "model.timeout_seconds"
+    data["model"]["timeout_seconds"] = 20
+    assert parse_definition(data).model.timeout_seconds == 20
