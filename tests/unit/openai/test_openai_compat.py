@@ -273,8 +273,3 @@ def test_a_guessed_refusal_is_remembered_for_minutes_a_named_one_for_the_memory_
     engine.complete(request_for(other, "[[profile:no-response-format]] c-named"))
     assert shared_redis().ttl(compat._key(compat_provider(server), other)) > compat.GUESSED_MEMORY_SECONDS
 
-
-def compat_provider(server):
-    from workflows.pipeline.engines.breaker import provider_of
-
-    return provider_of(server.base_url)
