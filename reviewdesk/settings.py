@@ -267,6 +267,9 @@ REVIEWDESK_GENERATION_STALE_SECONDS = env_int(
 # A submission still waiting this long after it was saved lost its task (broker down at commit)
 # and is sent again by the periodic sweep.
 REVIEWDESK_ENQUEUE_GRACE_SECONDS = env_int("REVIEWDESK_ENQUEUE_GRACE_SECONDS", 120, minimum=5)
+# auth.denied audit events per user (or client address) a minute; more refusals are not written,
+# so a scanner cannot flood the audit chain (workflows/denials.py).
+REVIEWDESK_DENIED_EVENTS_PER_MINUTE = env_int("REVIEWDESK_DENIED_EVENTS_PER_MINUTE", 20, minimum=1)
 # A submission that failed because no provider answered is retried automatically, at most
 # once per this many seconds, when one of its models' circuits is no longer open.
 REVIEWDESK_AUTO_RETRY_SECONDS = env_int("REVIEWDESK_AUTO_RETRY_SECONDS", 60, minimum=5)
