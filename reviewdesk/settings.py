@@ -59,6 +59,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "workflows.middleware.RequestContextMiddleware",
+    "workflows.denials.DeniedAccessMiddleware",
 ]
 
 ROOT_URLCONF = "reviewdesk.urls"
@@ -273,9 +274,23 @@ REVIEWDESK_DENIED_EVENTS_PER_MINUTE = env_int("REVIEWDESK_DENIED_EVENTS_PER_MINU
 # A submission that failed because no provider answered is retried automatically, at most
 # once per this many seconds, when one of its models' circuits is no longer open.
 REVIEWDESK_AUTO_RETRY_SECONDS = env_int("REVIEWDESK_AUTO_RETRY_SECONDS", 60, minimum=5)
+# The audit chain at scale (workflows/audit_chain.py, docs/COMPLIANCE.md): seconds between
+# checkpointed verifications, and between anchors of the verified head; where anchors are written
+# (one new file each, never rewritten: keep it on storage the database host cannot rewrite) and
+# the HMAC key that signs them (the database must never hold it; without it nothing is anchored).
+REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300, minimum=10)
+REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
+REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
+REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
+    "verify-audit-checkpoint": {"task": "workflows.tasks.verify_audit_checkpoint",
+                                "schedule": float(REVIEWDESK_AUDIT_VERIFY_SECONDS)},
+    "anchor-audit-head": {"task": "workflows.tasks.anchor_audit_head",
+                          "schedule": float(REVIEWDESK_AUDIT_ANCHOR_SECONDS)},
+    # Retention is counted in days; hourly is plenty and keeps each run small.
+    "purge-expired-submissions": {"task": "workflows.tasks.purge_expired_submissions", "schedule": 3600.0},
 }
 
 LOGGING = {

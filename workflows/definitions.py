@@ -26,6 +26,8 @@ BRACES_RE = re.compile(r"{{.*?}}", re.DOTALL)
 SLUG_RE = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 NAME_RE = r"^[a-z_][a-z0-9_]*$"
 RESERVED_NAMES = ("feedback",)
+# Six months: the EU AI Act's minimum for deployers' logs (Art. 19, 26(6)); also the default.
+RETENTION_FLOOR_DAYS = 183
 
 
 class DefinitionError(ValueError):
@@ -214,6 +216,18 @@ class WorkflowDefinition(_Strict):
     cache: bool = True
     qa: QADef | None = None
     guardrails: GuardrailsDef = GuardrailsDef()
+    # Days a submission's personal data is kept before the purge task erases it (legal hold
+    # aside); services/retention.py acts on it.
+    retention_days: int = RETENTION_FLOOR_DAYS
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_floor(cls, days: int) -> int:
+        if days < RETENTION_FLOOR_DAYS:
+            raise ValueError(
+                f"must be at least {RETENTION_FLOOR_DAYS} days (six months, the minimum log retention for deployers)"
+            )
+        return days
 
     @field_validator("reviewer_groups")
     @classmethod

@@ -2,8 +2,8 @@
 
 Every refusal of a role page or of an object outside the user's scope is a fact an auditor may
 want, but a scanner walking ids must not be able to flood the chain: per user (or client
-address) and path prefix, at most REVIEWDESK_DENIED_EVENTS_PER_MINUTE events a minute are
-written; the rest are counted and the count rides on the next event that is written.
+address), at most REVIEWDESK_DENIED_EVENTS_PER_MINUTE events a minute are written; further
+refusals in that minute are answered the same way (404) but not written.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 
 from django.conf import settings
 from django.core.cache import caches
+from django.http import Http404
 
 from . import audit
 from .vocab import AuditAction
@@ -50,3 +51,42 @@ def record_denied(request, *, what: str, object_type: str = "", object_id: str =
                  "limit_per_minute": limit},
     )
     return True
+
+
+class OutOfScope(Http404):
+    """A 404 that is a refusal (a role page, an object outside the user's scope), not a
+    missing thing. `DeniedAccessMiddleware` records it as `auth.denied`."""
+
+    def __init__(self, what: str, *, object_type: str = "", object_id: str = ""):
+        super().__init__("Not found")
+        self.what, self.object_type, self.object_id = what, object_type, str(object_id)
+
+
+def get_in_scope(queryset, **lookup):
+    """get_object_or_404 for a user-scoped queryset: a miss is an `OutOfScope` refusal."""
+    try:
+        return queryset.get(**lookup)
+    except queryset.model.DoesNotExist:
+        model = queryset.model._meta.model_name
+        value = next(iter(lookup.values()), "")
+        raise OutOfScope(f"object outside scope: {model}", object_type=model, object_id=str(value)[:64]) from None
+
+
+class DeniedAccessMiddleware:
+    """Writes a (rate-limited) `auth.denied` event for every `OutOfScope` a view raises by a
+    signed-in user. Anonymous requests never reach a scoped view (login comes first)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, OutOfScope) and request.user.is_authenticated:
+            try:
+                record_denied(request, what=exception.what, object_type=exception.object_type,
+                              object_id=exception.object_id)
+            except Exception:  # the refusal stands whatever happens to its record
+                log.warning("could not record a denied access", exc_info=True)
+        return None

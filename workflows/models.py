@@ -29,6 +29,10 @@ class Workflow(models.Model):
     description = models.TextField(blank=True)
     reviewer_groups = models.ManyToManyField(Group, related_name="reviewed_workflows", blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # A legal hold keeps every submission of the workflow from purge and erasure
+    # (services/retention.py sets and clears it, with an audit event).
+    legal_hold = models.BooleanField(default=False)
+    legal_hold_reason = models.CharField(max_length=200, blank=True)
     history = HistoricalRecords(m2m_fields=[reviewer_groups])
 
     class Meta:
@@ -166,6 +170,11 @@ class SubmissionQuerySet(models.QuerySet):
         return self.filter(state=SubmissionState.FAILED, failure_kind="provider_unavailable")
 
 
+class ErasureReason(models.TextChoices):
+    RETENTION = "retention", "retention period over"
+    REQUEST = "request", "at the person's request"
+
+
 class Submission(models.Model):
     workflow_version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="submissions")
     submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions")
@@ -185,6 +194,12 @@ class Submission(models.Model):
     idempotency_key = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    legal_hold = models.BooleanField(default=False)
+    legal_hold_reason = models.CharField(max_length=200, blank=True)
+    # Tombstone: personal data was removed from this row, its drafts, calls, reviews and their
+    # history (services/retention.py); ids, states, hashes, costs and scores remain.
+    erased_at = models.DateTimeField(null=True, blank=True)
+    erasure_reason = models.CharField(max_length=20, choices=ErasureReason.choices, blank=True)
     history = HistoricalRecords()
 
     objects = SubmissionQuerySet.as_manager()
@@ -206,6 +221,10 @@ class Submission(models.Model):
     @property
     def workflow(self) -> Workflow:
         return self.workflow_version.workflow
+
+    @property
+    def is_erased(self) -> bool:
+        return self.erased_at is not None
 
     @property
     def is_released(self) -> bool:

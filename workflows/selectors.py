@@ -1,13 +1,15 @@
 """Every read, scoped to the user asking. Objects outside the scope simply do not exist (404)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from .denials import get_in_scope
 from .models import AuditEvent, Lane, LLMCall, ReviewTask, Submission, Workflow
 from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
 
@@ -23,7 +25,7 @@ def workflows_for_submitter(user) -> QuerySet[Workflow]:
 
 
 def workflow_for_submitter(user, slug: str) -> Workflow:
-    return get_object_or_404(workflows_for_submitter(user), slug=slug)
+    return get_in_scope(workflows_for_submitter(user), slug=slug)
 
 
 def workflows_for_admin(user) -> QuerySet[Workflow]:
@@ -53,7 +55,7 @@ def own_submissions(user) -> QuerySet[Submission]:
 
 
 def submission_for(user, pk: int) -> Submission:
-    return get_object_or_404(submissions_for(user), pk=pk)
+    return get_in_scope(submissions_for(user), pk=pk)
 
 
 def review_tasks_for(user) -> QuerySet[ReviewTask]:
@@ -76,7 +78,7 @@ def open_review_tasks_for(user, lane: str | None = None) -> QuerySet[ReviewTask]
 
 
 def review_task_for(user, pk: int) -> ReviewTask:
-    return get_object_or_404(review_tasks_for(user), pk=pk)
+    return get_in_scope(review_tasks_for(user), pk=pk)
 
 
 def queue_counts(user) -> dict[str, int]:
@@ -157,3 +159,103 @@ def submission_cost(submission: Submission) -> dict:
         cost_usd=Sum("cost_usd"),
     )
     return {key: value or 0 for key, value in totals.items()}
+
+
+# --- evidence per submission ---------------------------------------------------------------
+
+
+@dataclass
+class Evidence:
+    """Everything that decided one submission, as one viewer may see it.
+
+    ``full`` is the submission page's ``can_see_drafts``: the submitter of a submission (unless
+    they are compliance) sees their input, the released output and the decisions in plain
+    words, never drafts, model calls, provider text, reviewers' words or the events' details.
+    """
+
+    submission: Submission
+    viewer: object
+    full: bool
+    generated_at: object
+    inputs: list[dict] = field(default_factory=list)
+    drafts: list = field(default_factory=list)
+    calls: list = field(default_factory=list)
+    cost: dict | None = None
+    decisions: list = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    events: list = field(default_factory=list)
+
+
+def may_see_drafts(user, submission: Submission) -> bool:
+    """The submission page's rule (views.pages._submission_page): drafts, calls and provider
+    text are for everyone in scope except the submitter, unless the submitter is compliance."""
+    return submission.submitted_by_id != user.pk or has_role(user, COMPLIANCE)
+
+
+def evidence_for(user, submission: Submission) -> Evidence:
+    """The evidence bundle of one submission (the caller has scoped it with submission_for).
+
+    A fixed number of queries however many attempts, calls, reviews and history rows there
+    are: each kind of row is read once for the whole submission and grouped here.
+    """
+    from .models import Draft
+
+    full = may_see_drafts(user, submission)
+    evidence = Evidence(submission=submission, viewer=user, full=full, generated_at=timezone.now())
+    evidence.inputs = [
+        {"name": f.name, "label": f.label, "value": submission.data.get(f.name)}
+        for f in submission.workflow_version.spec.form.all_fields()
+    ]
+    evidence.decisions = list(decisions_for_submission(submission).select_related("draft"))
+    evidence.history = _history_rows(submission, full=full)
+    evidence.events = list(audit_events_for_submission(user, submission))
+    if not full:
+        return evidence
+    evidence.calls = list(submission.llm_calls.order_by("attempt", "id"))
+    evidence.drafts = list(Draft.objects.filter(submission=submission).order_by("attempt"))
+    for draft in evidence.drafts:
+        draft.evidence_calls = [c for c in evidence.calls if c.attempt == draft.attempt]
+    evidence.cost = {
+        "requests": len(evidence.calls),
+        "prompt_tokens": sum(c.prompt_tokens for c in evidence.calls),
+        "completion_tokens": sum(c.completion_tokens for c in evidence.calls),
+        "cost_usd": sum((c.cost_usd for c in evidence.calls), Decimal(0)),
+    }
+    return evidence
+
+
+def _history_rows(submission: Submission, *, full: bool) -> list[dict]:
+    """simple-history rows of the submission (and, for those who see drafts, of its drafts and
+    review tasks), oldest first, each with the fields that changed since that object's previous
+    row. The submitter gets the names of the changed fields, not their values: a value may be
+    a draft, a provider's error text or a reviewer's words."""
+    from .models import Draft
+
+    sources = [("submission", Submission, {"id": submission.pk})]
+    if full:
+        sources += [("draft", Draft, {"submission_id": submission.pk}),
+                    ("reviewtask", ReviewTask, {"submission_id": submission.pk})]
+    rows = []
+    for object_type, model, filters in sources:
+        names = [f.attname for f in model._meta.concrete_fields]
+        history = model.history.filter(**filters).select_related("history_user").order_by("history_date", "history_id")
+        previous: dict[int, dict] = {}
+        for row in history:
+            values = {name: getattr(row, name) for name in names}
+            before = previous.get(row.id)
+            changed = [name for name in names if before is None or before[name] != values[name]]
+            previous[row.id] = values
+            rows.append({
+                "object_type": object_type,
+                "object_id": row.id,
+                "history_id": row.history_id,
+                "time": row.history_date,
+                "user": row.history_user.get_username() if row.history_user else "",
+                "type": {"+": "created", "~": "changed", "-": "deleted"}.get(row.history_type, row.history_type),
+                "change_reason": row.history_change_reason or "",
+                "changed_fields": changed,
+                "changes": ({name: {"from": before[name] if before else None, "to": values[name]} for name in changed}
+                            if full else None),
+            })
+    rows.sort(key=lambda r: (r["time"], r["object_type"], r["history_id"]))
+    return rows

@@ -102,3 +102,40 @@ def retry_failed_generations() -> int:
     if retried:
         log.info("retried %d submissions after their provider recovered", len(retried))
     return len(retried)
+
+
+@shared_task(name="workflows.tasks.purge_expired_submissions", **_DB_RETRY)
+def purge_expired_submissions() -> int:
+    """Erase the personal data of submissions past their workflow's `retention_days` (legal
+    holds aside), in batches of 500, each batch one transaction and one `retention.purged`
+    event. Idempotent: an erased submission is never picked again."""
+    total = 0
+    while purged := services.purge_expired():
+        total += len(purged)
+    if total:
+        log.info("retention purge erased %d submissions", total)
+    return total
+
+
+@shared_task(name="workflows.tasks.verify_audit_checkpoint")
+def verify_audit_checkpoint() -> dict:
+    """Verify the audit events since the last checkpoint and record the new head (audit.verified)."""
+    from .audit_chain import verify_checkpoint
+
+    checkpoint = verify_checkpoint()
+    if not checkpoint.ok:
+        log.error("audit chain broken at event %s: %s", checkpoint.broken_at, checkpoint.reason)
+    return {"from_id": checkpoint.from_id, "to_id": checkpoint.to_id, "ok": checkpoint.ok}
+
+
+@shared_task(name="workflows.tasks.anchor_audit_head")
+def anchor_audit_head() -> dict | None:
+    """Write the verified audit head outside the database (workflows/audit_chain.py)."""
+    from .audit_chain import AnchorError, anchor_head
+
+    try:
+        anchor = anchor_head()
+    except AnchorError as exc:
+        log.error("audit anchor not written: %s", exc)
+        return None
+    return {"event_id": anchor.event_id, "count": anchor.count, "location": anchor.location}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import audit, health, pages, review
+from .views import audit, evidence, health, pages, review
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -11,6 +11,8 @@ urlpatterns = [
     path("submissions/", pages.submission_list, name="submission_list"),
     path("submissions/<int:pk>/", pages.submission_detail, name="submission_detail"),
     path("submissions/<int:pk>/retry/", pages.submission_retry, name="submission_retry"),
+    path("submissions/<int:pk>/evidence/", evidence.evidence_page, name="submission_evidence"),
+    path("submissions/<int:pk>/evidence.json", evidence.evidence_json, name="submission_evidence_json"),
     path("review/", review.review_queue, name="review_queue"),
     path("review/<int:pk>/", review.review_detail, name="review_detail"),
     path("review/<int:pk>/claim/", review.review_claim, name="review_claim"),
@@ -19,4 +21,6 @@ urlpatterns = [
     path("review/<int:pk>/reject/", review.review_reject, name="review_reject"),
     path("review/<int:pk>/regenerate/", review.review_regenerate, name="review_regenerate"),
     path("audit/", audit.audit_log, name="audit_log"),
+    path("audit/export/", audit.audit_export, name="audit_export"),
+    path("audit/export/manifest/", audit.audit_export_manifest, name="audit_export_manifest"),
 ]

@@ -47,7 +47,15 @@ class AuditAction(StrEnum):
     OUTPUT_RETRACTED = "output.retracted"
     WORKFLOW_PUBLISHED = "workflow.published"
     AUDIT_EXPORTED = "audit.exported"
+    EVIDENCE_EXPORTED = "evidence.exported"  # a submission's evidence bundle was downloaded
+    AUDIT_VERIFIED = "audit.verified"  # a checkpoint: the verified head (workflows/audit_chain.py)
+    AUDIT_ANCHORED = "audit.anchored"  # the verified head written outside the database
     AUTH_DENIED = "auth.denied"
+    SUBMISSION_ERASED = "submission.erased"
+    ERASURE_COMPLETED = "erasure.completed"
+    RETENTION_PURGED = "retention.purged"
+    LEGAL_HOLD_SET = "legal_hold.set"
+    LEGAL_HOLD_CLEARED = "legal_hold.cleared"
 
 
 class CallPurpose(StrEnum):

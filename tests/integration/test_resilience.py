@@ -8,6 +8,7 @@ from kombu.exceptions import OperationalError
 
 from tests.integration.conftest import completion, submit, unique_marker, wait_routed
 from workflows import dispatch, services, tasks
+from workflows.audit import content_hash
 from workflows.models import AuditEvent, Lane, Submission, SubmissionState
 
 
@@ -19,7 +20,8 @@ def test_an_unexpected_error_during_generation_fails_the_submission(demo, custom
     assert submission.state == SubmissionState.FAILED
     assert submission.failure_reason == "RuntimeError: boom"
     event = AuditEvent.objects.get(action="draft.failed", object_id=str(submission.pk))
-    assert event.payload["error"] == "RuntimeError: boom"
+    assert event.payload["error_hash"] == content_hash("RuntimeError: boom")
+    assert event.payload["error_chars"] == len("RuntimeError: boom") and "error" not in event.payload
 
 
 @pytest.mark.parametrize(

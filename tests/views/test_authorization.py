@@ -62,9 +62,17 @@ MATRIX = [
     ("review_regenerate",   "POST", "/review/{task_a}/regenerate/",         (LOGIN, 404, 404, 409, 404, 409, 404, 404)),
     ("review_regenerate",   "POST", "/review/{task_b}/regenerate/",         (LOGIN, 404, 404, 404, 409, 404, 404, 404)),
     ("review_regenerate",   "POST", "/review/{task_dual}/regenerate/",      (LOGIN, 404, 404, 409, 404, 404, 404, 404)),
+    ("submission_evidence", "GET",  "/submissions/{sub_a}/evidence/",       (LOGIN, 200, 404, 200, 404, 200, 200, 404)),
+    ("submission_evidence", "GET",  "/submissions/{sub_b}/evidence/",       (LOGIN, 200, 404, 404, 200, 404, 200, 404)),
+    ("submission_evidence", "GET",  "/submissions/{sub_dual}/evidence/",    (LOGIN, 404, 404, 200, 404, 200, 200, 404)),
+    ("submission_evidence_json", "GET", "/submissions/{sub_a}/evidence.json", (LOGIN, 200, 404, 200, 404, 200, 200, 404)),
+    ("submission_evidence_json", "GET", "/submissions/{sub_dual}/evidence.json", (LOGIN, 404, 404, 200, 404, 200, 200, 404)),
     ("submission_retry",    "POST", "/submissions/{sub_a}/retry/",          (LOGIN, 409, 404, 409, 404, 409, 409, 404)),
     ("submission_retry",    "POST", "/submissions/{sub_fail}/retry/",       (LOGIN, 302, 404, 302, 404, 302, 409, 404)),
     ("audit_log",           "GET",  "/audit/",                              (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
+    ("audit_export",        "GET",  "/audit/export/?format=csv",            (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
+    ("audit_export",        "GET",  "/audit/export/?format=pdf",            (LOGIN, 404, 404, 404, 404, 404, 400, 404)),
+    ("audit_export_manifest", "GET", "/audit/export/manifest/?format=jsonl", (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
 ]
 # Names deliberately outside this matrix: the Django admin is not part of normal operation.
 NOT_IN_MATRIX = {"admin"}
@@ -86,12 +94,17 @@ def world(people, routed):
 
 
 def _snapshot():
-    """The state a refused request must leave untouched."""
+    """The state a refused request must leave untouched. A refusal writes one `auth.denied`
+    event (counted apart, see _denials) and nothing else."""
     return (
         sorted(Submission.objects.values_list("pk", "state", "released_at", "final_output")),
         sorted(ReviewTask.objects.values_list("pk", "state", "claimed_by", "decision")),
-        AuditEvent.objects.count(),
+        AuditEvent.objects.exclude(action="auth.denied").count(),
     )
+
+
+def _denials():
+    return list(AuditEvent.objects.filter(action="auth.denied").order_by("id"))
 
 
 def _request(client, method, path):
@@ -99,18 +112,21 @@ def _request(client, method, path):
 
 
 @pytest.mark.parametrize("name, method, path, expected", MATRIX, ids=[f"{m} {p}" for _, m, p, _ in MATRIX])
-def test_permission_matrix(name, method, path, expected, world, client_for):
+def test_permission_matrix(name, method, path, expected, world, client_for, settings):
+    # Every refusal below must leave its event: no rate limit gets in the way here
+    # (tests/views/test_denials.py tests the limit).
+    settings.REVIEWDESK_DENIED_EVENTS_PER_MINUTE = 10_000
     path = path.format(**world)
     wanted = dict(zip(ACTORS, expected, strict=True))
     got = {}
     for actor in ACTORS:
         client = client_for(None if actor == "anon" else actor)
-        before = _snapshot()
+        before, denials_before = _snapshot(), len(_denials())
         # Each actor starts from the same data: a successful claim must not change what the
         # next actor sees. The savepoint is rolled back after every request.
         with transaction.atomic():
             response = _request(client, method, path)
-            after = _snapshot()
+            after, new_denials = _snapshot(), _denials()[denials_before:]
             transaction.set_rollback(True)
         if response.status_code == 302 and wanted[actor] == LOGIN:
             assert response["Location"] == f"/accounts/login/?next={quote(path)}", actor
@@ -119,6 +135,14 @@ def test_permission_matrix(name, method, path, expected, world, client_for):
             got[actor] = response.status_code
         if response.status_code >= 400:
             assert after == before, f"{actor}: a refused {method} {path} changed data"
+        # A 404 to a signed-in user is a refusal (role page or object outside scope): exactly
+        # one auth.denied event, naming that user and this path. Nothing else writes one.
+        if response.status_code == 404 and actor != "anon":
+            assert len(new_denials) == 1, f"{actor}: {method} {path} refused without an auth.denied event"
+            event = new_denials[0]
+            assert str(event.actor_id) == client.session["_auth_user_id"] and event.payload["path"] == path.split("?")[0]
+        else:
+            assert new_denials == [], f"{actor}: {method} {path} ({response.status_code}) wrote auth.denied"
     assert got == wanted
 
 

@@ -12,15 +12,20 @@ from .drafts import (
     submission_create,
     submission_retry,
 )
+from .retention import erase_submissions_of, expired_submission_ids, legal_hold_set, purge_expired
 from .reviews import review_approve, review_claim, review_refusal, review_regenerate, review_reject, review_release
 from .workflow import workflow_publish, workflow_publish_yaml
 
 __all__ = [
     "draft_record",
+    "erase_submissions_of",
+    "expired_submission_ids",
     "generation_claim",
     "generation_fail",
     "generation_requeued",
+    "legal_hold_set",
     "may_retry",
+    "purge_expired",
     "review_approve",
     "review_claim",
     "review_refusal",

@@ -289,7 +289,9 @@ def generation_fail(
         obj=submission,
         actor=system,
         workflow_version=submission.workflow_version,
-        payload={"attempt": attempt, "kind": kind, "error": reason[:1000], "calls": len(calls)},
+        # Provider error text can quote the prompt or the answer: only its hash and length.
+        payload={"attempt": attempt, "kind": kind, "error_hash": audit.content_hash(submission.failure_reason),
+                 "error_chars": len(submission.failure_reason), "calls": len(calls)},
     )
 
 

@@ -190,7 +190,9 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
     task.reason_code, task.reason_text = reason_code, reason_text.strip()
     track(task, user, "rejected").save()
     submission.transition_to(SubmissionState.REJECTED)
-    payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code, "reason_text": task.reason_text}
+    # The reason text may name people: the chain keeps its hash and length, the task row the text.
+    payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code,
+               "reason_text_hash": audit.content_hash(task.reason_text), "reason_text_chars": len(task.reason_text)}
     if submission.is_released:
         payload["retracted"] = True
     audit.record(action=AuditAction.REVIEW_REJECTED, obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
@@ -221,7 +223,9 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
         payload={
             "submission_id": submission.pk,
             "draft_id": task.draft_id,
-            "feedback": feedback,
+            # Reviewer feedback may name people: its hash and length, never the text.
+            "feedback_hash": audit.content_hash(feedback),
+            "feedback_chars": len(feedback),
             "retracted": submission.is_released,
         },
     )

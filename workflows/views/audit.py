@@ -1,9 +1,23 @@
 """The compliance officer's view of the audit trail."""
+import json
+from urllib.parse import urlencode
+
 from django.core.paginator import Paginator
+from django.http import HttpResponse, StreamingHttpResponse
 
 from .. import selectors
-from ..audit import verify_chain
-from ..forms import AuditFilterForm
+from ..audit_chain import last_anchored_event, last_checkpoint
+from ..audit_export import (
+    CONTENT_TYPES,
+    Export,
+    ExportFilterForm,
+    ExportFilters,
+    ExportRequestForm,
+    apply_filters,
+    chain_head_id,
+    file_name,
+    record_export,
+)
 from ..roles import COMPLIANCE
 from .common import render_page, role_required
 
@@ -11,11 +25,15 @@ from .common import render_page, role_required
 @role_required(COMPLIANCE)
 def audit_log(request):
     events = selectors.audit_events_for(request.user)
-    filters = AuditFilterForm(request.GET)
+    filters = ExportFilterForm(request.GET)
+    export = None
     if filters.is_valid():
         action = filters.cleaned_data["action"]
-        if action:
-            events = events.filter(action=action)
+        chosen = ExportFilters.from_cleaned(filters.cleaned_data)
+        # The export offered is bounded by the head now, so its file and its manifest (a
+        # second pass, see workflows.audit_export) cover the same rows.
+        export = Export("csv", chosen, upto=chain_head_id())
+        events = apply_filters(events, chosen)
         status = 200
     else:
         # A filter that cannot match anything is a mistake to point out, not a reason to
@@ -26,6 +44,65 @@ def audit_log(request):
         "page": page,
         "action": action,
         "filters": filters,
-        "chain": verify_chain() if request.GET.get("verify") else None,
+        # Verification never runs in a request: a periodic task verifies from the last checkpoint
+        # and records the verified head (workflows/audit_chain.py); this shows what it found.
+        "checkpoint": last_checkpoint(),
+        "anchor": last_anchored_event(),
+        "export": _export_offer(export),
     }
     return render_page(request, "workflows/audit_log.html", context, status=status)
+
+
+def _export_offer(export: Export | None) -> dict | None:
+    if export is None:
+        return None
+    filter_query = export.filters.as_query()
+    return {"count": export.count(), "upto": export.upto, "filtered": not export.filters.unfiltered,
+            "query": urlencode({**filter_query, "upto": export.upto}), "filter_query": urlencode(filter_query)}
+
+
+def _export_request(request) -> Export | None:
+    form = ExportRequestForm(request.GET)
+    if not form.is_valid():
+        return None
+    upto, head = form.cleaned_data["upto"], chain_head_id()
+    if upto is not None and upto > head:
+        return None  # a bound beyond the head would not give the same rows twice
+    return Export(form.cleaned_data["format"], ExportFilters.from_cleaned(form.cleaned_data),
+                  upto=head if upto is None else upto)
+
+
+@role_required(COMPLIANCE)
+def audit_export(request):
+    """The filtered events as CSV or JSON Lines, streamed; an `audit.exported` event is
+    written when the stream ends (with the file's SHA-256, or complete=false if cut short)."""
+    export = _export_request(request)
+    if export is None:
+        return HttpResponse("Invalid export parameters.", status=400, content_type="text/plain")
+    user = request.user
+
+    def stream():
+        try:
+            yield from export.chunks()
+        finally:
+            record_export(export, actor=user, channel="web")
+
+    response = StreamingHttpResponse(stream(), content_type=CONTENT_TYPES[export.format])
+    response["Content-Disposition"] = f'attachment; filename="{file_name(export)}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@role_required(COMPLIANCE)
+def audit_export_manifest(request):
+    """The manifest of the export with the same parameters: a second pass over the same
+    id-bounded rows of an append-only table gives the same bytes, hashed here, not sent."""
+    export = _export_request(request)
+    if export is None:
+        return HttpResponse("Invalid export parameters.", status=400, content_type="text/plain")
+    manifest = export.run().manifest(exported_by=request.user.get_username(), file_name=file_name(export))
+    response = HttpResponse(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                            content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{file_name(export)}.manifest.json"'
+    response["Cache-Control"] = "no-store"
+    return response

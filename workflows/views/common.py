@@ -1,20 +1,21 @@
 from functools import wraps
 
-from django.http import Http404
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 
+from ..denials import OutOfScope
 from ..roles import has_role
 
 
 def role_required(*roles):
-    """Pages of a role are not there for anyone else: 404, like any object outside one's scope."""
+    """Pages of a role are not there for anyone else: 404, like any object outside one's scope,
+    recorded as a (rate-limited) `auth.denied` event by denials.DeniedAccessMiddleware."""
 
     def decorator(view):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             if not any(has_role(request.user, role) for role in roles):
-                raise Http404("Not found")
+                raise OutOfScope(f"role page: {'|'.join(roles)}", object_type="page", object_id=request.path[:64])
             return view(request, *args, **kwargs)
 
         return wrapper

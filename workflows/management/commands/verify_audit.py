@@ -1,16 +1,33 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.audit import verify_chain
+from workflows.audit_chain import verify_all
 
 
 class Command(BaseCommand):
-    help = "Walk the audit hash chain and name the first broken link."
+    help = (
+        "Walk the whole audit hash chain, name the first broken link, and check the chain against "
+        "the latest valid anchor (REVIEWDESK_AUDIT_ANCHOR_DIR, signed with REVIEWDESK_AUDIT_ANCHOR_KEY)."
+    )
 
     def handle(self, *args, **options):
-        report = verify_chain()
-        if not report.ok:
-            raise CommandError(
-                f"audit chain broken at event {report.broken_at}: {report.reason} "
-                f"({report.checked} events before it verified)"
+        report = verify_all()
+        walk, problems = report.walk, []
+        if not walk.ok:
+            problems.append(
+                f"audit chain broken at event {walk.broken_at}: {walk.reason} "
+                f"({walk.checked} events before it verified)"
             )
-        self.stdout.write(f"audit chain ok: {report.checked} events, head {report.head}")
+        if report.anchors is not None:
+            problems.extend(report.anchors.problems)
+        if problems:
+            raise CommandError("\n".join(problems))
+        self.stdout.write(f"audit chain ok: {walk.checked} events, head {walk.head}")
+        if report.anchors is None:
+            self.stderr.write(f"warning: {report.note}")
+        elif report.anchors.anchor is None:
+            self.stderr.write("warning: no anchor yet (run manage.py anchor_audit): a cut tail or a re-hashed "
+                              "suffix cannot be detected")
+        else:
+            anchor = report.anchors.anchor
+            self.stdout.write(f"anchor ok: event {anchor.event_id} ({anchor.count} events, {anchor.anchored_at}) "
+                              f"from {anchor.location}")

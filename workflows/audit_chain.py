@@ -1,0 +1,302 @@
+"""The audit chain at scale: checkpointed verification and anchors outside the database.
+
+Checkpoints. A periodic task (``verify_checkpoint``) verifies only the events appended since the
+last checkpoint, starting from the id and hash that checkpoint recorded, and records the new
+verified head as an ``audit.verified`` event (payload: from_id, to_id, checked, count, head hash,
+ok, broken_at, reason). The checkpoint is itself an event of the chain, so the next run verifies
+it too. No table, no migration: the latest ``audit.verified`` event with ``ok`` is the checkpoint.
+
+Anchors. A chain alone does not stop someone with database rights: deleting the newest rows, or
+changing a row and recomputing every later hash with the app's own function, both verify as
+"ok". An anchor is the verified head (event id, hash, count up to it, time) signed with
+HMAC-SHA256 under REVIEWDESK_AUDIT_ANCHOR_KEY (a key the database does not hold) and written
+where the database cannot change it, through a small interface (AnchorTarget). ``verify_audit``
+then checks the chain against the latest valid anchor: the anchored event must still be there,
+with the anchored hash, at the anchored position. docs/COMPLIANCE.md says what that proves and
+what it does not.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit
+from .models import AuditEvent
+from .vocab import AuditAction
+
+ANCHOR_VERSION = 1
+_ANCHOR_FIELDS = ("version", "event_id", "hash", "count", "anchored_at")
+
+
+class AnchorError(Exception):
+    """An anchor cannot be written (no key, no target) or read."""
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    event_id: int            # id of the audit.verified event that recorded it
+    recorded_at: datetime.datetime
+    from_id: int
+    to_id: int               # last verified event id (0: empty chain)
+    head: str                # its hash
+    count: int               # events in the chain from genesis up to and including to_id
+    checked: int             # events this run verified
+    ok: bool
+    broken_at: int | None
+    reason: str
+
+
+def _checkpoint(event: AuditEvent) -> Checkpoint:
+    p = event.payload
+    return Checkpoint(event.pk, event.created_at, p.get("from_id", 0), p.get("to_id", 0),
+                      p.get("head", audit.GENESIS_HASH), p.get("count", 0), p.get("checked", 0),
+                      bool(p.get("ok")), p.get("broken_at"), p.get("reason", ""))
+
+
+def last_checkpoint(*, ok_only: bool = False) -> Checkpoint | None:
+    events = AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED)
+    if ok_only:
+        events = events.filter(payload__ok=True)
+    event = events.order_by("-id").first()
+    return _checkpoint(event) if event else None
+
+
+def verify_checkpoint() -> Checkpoint:
+    """Verify the events since the last good checkpoint and record the result as audit.verified.
+
+    A checkpoint whose event was changed since (its id gone or its hash different) is not a
+    starting point: the run starts again from genesis.
+    """
+    start = last_checkpoint(ok_only=True)
+    after_id, prev, count = 0, audit.GENESIS_HASH, 0
+    if start and start.to_id:
+        stored = AuditEvent.objects.filter(pk=start.to_id).values_list("hash", flat=True).first()
+        if stored == start.head:
+            after_id, prev, count = start.to_id, start.head, start.count
+    walk = audit.walk_chain(after_id=after_id, prev_hash=prev)
+    payload = {
+        "from_id": after_id, "to_id": walk.head_id, "checked": walk.checked, "count": count + walk.checked,
+        "head": walk.head, "ok": walk.ok, "broken_at": walk.broken_at, "reason": walk.reason,
+    }
+    event = audit.record_standalone(action=AuditAction.AUDIT_VERIFIED, object_type="audit_chain",
+                                    object_id=walk.head_id, payload=payload)
+    return _checkpoint(event)
+
+
+# --- anchors -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anchor:
+    event_id: int
+    hash: str
+    count: int
+    anchored_at: str
+    version: int = ANCHOR_VERSION
+    location: str = ""       # where it was read from or written to (not signed)
+
+    def body(self) -> dict:
+        return {name: getattr(self, name) for name in _ANCHOR_FIELDS}
+
+
+def _key() -> bytes:
+    key = settings.REVIEWDESK_AUDIT_ANCHOR_KEY
+    if not key:
+        raise AnchorError(
+            "REVIEWDESK_AUDIT_ANCHOR_KEY is not set: refusing to write or check anchors. Set it to a "
+            "long random secret that the database (and its backups) never holds."
+        )
+    return key.encode()
+
+
+def sign(body: dict, key: bytes) -> str:
+    return hmac.new(key, audit.canonical_json(body).encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class AnchorScan:
+    """Every anchor a target holds: the valid ones, and the ones refused (named, with why)."""
+    valid: list[Anchor] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def latest(self) -> Anchor | None:
+        return max(self.valid, key=lambda a: (a.event_id, a.anchored_at), default=None)
+
+
+class AnchorTarget(Protocol):
+    """Somewhere the database cannot change. A target only appends and lists; it never rewrites.
+
+    Other targets fit behind these two methods (docs/COMPLIANCE.md): an object store bucket with
+    object lock in compliance mode (one object per anchor, put with If-None-Match: *), or an
+    e-mail to a compliance mailbox (write only; the officer keeps the messages).
+    """
+
+    name: str
+
+    def write(self, anchor: Anchor, signature: str) -> str: ...
+
+    def scan(self, key: bytes) -> AnchorScan: ...
+
+
+class DirectoryTarget:
+    """One file per anchor, created with O_EXCL (never overwritten), read-only, fsynced."""
+
+    name = "directory"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def write(self, anchor: Anchor, signature: str) -> str:
+        self.path.mkdir(parents=True, exist_ok=True)
+        stamp = anchor.anchored_at.replace("-", "").replace(":", "").replace("+0000", "Z")
+        target = self.path / f"anchor-{stamp}-{anchor.event_id}.json"
+        data = json.dumps({**anchor.body(), "hmac_sha256": signature}, sort_keys=True, indent=1) + "\n"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return str(target)
+
+    def scan(self, key: bytes) -> AnchorScan:
+        scan = AnchorScan()
+        if not self.path.is_dir():
+            return scan
+        for file in sorted(self.path.glob("anchor-*.json")):
+            try:
+                data = json.loads(file.read_text())
+                body = {name: data[name] for name in _ANCHOR_FIELDS}
+                given = data["hmac_sha256"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                scan.refused.append((str(file), f"unreadable ({type(exc).__name__}: {exc})"))
+                continue
+            if not isinstance(given, str) or not hmac.compare_digest(given, sign(body, key)):
+                scan.refused.append((str(file), "HMAC does not match (altered, or signed with another key)"))
+                continue
+            scan.valid.append(Anchor(**body, location=str(file)))
+        return scan
+
+
+def default_target() -> AnchorTarget:
+    return DirectoryTarget(settings.REVIEWDESK_AUDIT_ANCHOR_DIR)
+
+
+@dataclass(frozen=True)
+class AnchorCheck:
+    ok: bool
+    anchor: Anchor | None
+    problems: list[str]
+
+
+def check_against_anchor(walk: audit.ChainWalk | None, scan: AnchorScan) -> AnchorCheck:
+    """The chain against the latest valid anchor. ``walk`` must be a walk from genesis watching
+    the anchor's event id (None: look the event up directly, for a quick check)."""
+    problems = [f"anchor {location} refused: {why}" for location, why in scan.refused]
+    anchor = scan.latest
+    if anchor is None:
+        return AnchorCheck(not problems, None, problems)
+    if walk is not None and not walk.ok and walk.broken_at is not None and walk.broken_at <= anchor.event_id:
+        seen = None  # the walk stopped before the anchored event; the direct lookup below still runs
+    else:
+        seen = walk.seen.get(anchor.event_id) if walk is not None and walk.seen is not None else None
+    if seen is None:
+        stored = AuditEvent.objects.filter(pk=anchor.event_id).values_list("hash", flat=True).first()
+        position = AuditEvent.objects.filter(pk__lte=anchor.event_id).count() if stored else None
+    else:
+        position, stored = seen
+    if stored is None:
+        problems.append(
+            f"anchored event {anchor.event_id} is missing (anchor {anchor.location}): events were deleted "
+            f"(a cut tail?)"
+        )
+    elif stored != anchor.hash:
+        problems.append(
+            f"anchor mismatch at event {anchor.event_id}: the chain has hash {stored}, the anchor "
+            f"{anchor.location} says {anchor.hash} (history before it was rewritten and re-hashed)"
+        )
+    elif position != anchor.count:
+        problems.append(
+            f"anchor count mismatch at event {anchor.event_id}: {position} events up to it, the anchor "
+            f"{anchor.location} says {anchor.count} (events were removed or inserted before it)"
+        )
+    return AnchorCheck(not problems, anchor, problems)
+
+
+def anchor_head(target: AnchorTarget | None = None) -> Anchor:
+    """Verify since the last checkpoint, check the previous anchor, then anchor the verified head.
+
+    Refuses (AnchorError) without a key, on a broken chain, or when the previous anchor no
+    longer matches the chain: anchoring then would bless the tampered history.
+    """
+    key = _key()
+    target = target or default_target()
+    scan = target.scan(key)
+    previous = check_against_anchor(None, scan)
+    if not previous.ok:
+        raise AnchorError("refusing to anchor: " + "; ".join(previous.problems))
+    checkpoint = verify_checkpoint()
+    if not checkpoint.ok:
+        raise AnchorError(
+            f"refusing to anchor a broken chain: event {checkpoint.broken_at}: {checkpoint.reason}"
+        )
+    anchor = Anchor(event_id=checkpoint.to_id, hash=checkpoint.head, count=checkpoint.count,
+                    anchored_at=timezone.now().strftime("%Y-%m-%dT%H:%M:%S.%f+0000"))
+    try:
+        location = target.write(anchor, sign(anchor.body(), key))
+    except OSError as exc:
+        raise AnchorError(f"cannot write the anchor ({target.name}): {exc}") from exc
+    anchor = Anchor(**anchor.body(), location=location)
+    with transaction.atomic():
+        audit.record(action=AuditAction.AUDIT_ANCHORED, object_type="audit_chain", object_id=anchor.event_id,
+                     payload={**anchor.body(), "target": target.name, "location": location})
+    return anchor
+
+
+def last_anchored_event() -> dict | None:
+    event = AuditEvent.objects.filter(action=AuditAction.AUDIT_ANCHORED).order_by("-id").first()
+    return {**event.payload, "recorded_at": event.created_at} if event else None
+
+
+# --- the full walk -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FullReport:
+    walk: audit.ChainWalk
+    anchors: AnchorCheck | None   # None: no key, anchors not checked
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.walk.ok and (self.anchors is None or self.anchors.ok)
+
+    def as_dict(self) -> dict:
+        return {"walk": asdict(self.walk) | {"seen": None}, "note": self.note}
+
+
+def verify_all(target: AnchorTarget | None = None) -> FullReport:
+    """Walk the whole chain from genesis and check it against the latest valid anchor."""
+    target = target or default_target()
+    try:
+        key = _key()
+    except AnchorError as exc:
+        return FullReport(audit.walk_chain(), None, f"anchors not checked: {exc}")
+    scan = target.scan(key)
+    latest = scan.latest
+    walk = audit.walk_chain(watch=[latest.event_id] if latest else [])
+    return FullReport(walk, check_against_anchor(walk, scan))
