@@ -57,8 +57,12 @@ test-pure: venv
 # missed (and prints MISSED), non-zero only when it cannot run.
 bench: export BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 bench: export BENCH_REDIS_URL ?= redis://127.0.0.1:6379/11
+# The audit figures (verify, appends, export) run over this many events (issue 7: 1,000,000).
+BENCH_AUDIT_EVENTS ?= 1000000
 bench: venv
 	$(PY) -m tests.bench.run_bench $(BENCH_ARGS)
+	$(PY) -m tests.bench.bench_chain --events $(BENCH_AUDIT_EVENTS)
+	$(PY) -m tests.bench.bench_export --events $(BENCH_AUDIT_EVENTS)
 
 migrate: venv
 	mkdir -p var
