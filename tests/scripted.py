@@ -24,7 +24,7 @@ class ScriptedEngine:
     name: str = "openai"
 
     def complete(self, request: ModelRequest) -> EngineReply:
-        tokens = _tokens(self.content)
+        tokens = tokens_of(self.content)
         call = CallRecord(
             purpose=request.purpose, engine=self.name, model_requested=request.model, model_reported=self.model,
             outcome=CallOutcome.OK, prompt_tokens=40, completion_tokens=len(tokens), latency_ms=12,
@@ -36,8 +36,8 @@ class ScriptedEngine:
         )
 
 
-def _tokens(content: str) -> list[str]:
-    # Word-sized pieces whose concatenation is the content, as a real tokenizer's would be.
+def tokens_of(content: str) -> list[str]:
+    """Word-sized pieces whose concatenation is the content, as a real tokenizer's would be."""
     pieces, current = [], ""
     for char in content:
         current += char

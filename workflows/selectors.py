@@ -131,6 +131,7 @@ def failed_generations_to_retry(*, limit: int = 200) -> list[int]:
     """Failed for want of a provider, failed long enough ago, and with a model whose circuit
     is closed (or half-open: the retry is the trial call). System-wide: for the periodic task."""
     from .pipeline.engines import model_available
+    from .pipeline.run import model_chain
 
     failed_before = timezone.now() - timedelta(seconds=settings.REVIEWDESK_AUTO_RETRY_SECONDS)
     candidates = (
@@ -139,9 +140,14 @@ def failed_generations_to_retry(*, limit: int = 200) -> list[int]:
         .select_related("workflow_version")
         .order_by("updated_at")[:limit]
     )
-    from .pipeline.run import model_chain
+    available: dict[str, bool] = {}  # one circuit lookup (Redis round trips) per model, not per submission
 
-    return [s.pk for s in candidates if any(model_available(m) for m in model_chain(s.workflow_version.spec))]
+    def ready(model: str) -> bool:
+        if model not in available:
+            available[model] = model_available(model)
+        return available[model]
+
+    return [s.pk for s in candidates if any(ready(m) for m in model_chain(s.workflow_version.spec))]
 
 
 def calls_for_draft(draft) -> QuerySet[LLMCall]:

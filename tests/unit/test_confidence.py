@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from tests.scripted import tokens_of
 from workflows.definitions import parse_definition
 from workflows.pipeline.confidence import (
     certainty_from_logprobs,
@@ -18,19 +19,6 @@ from workflows.pipeline.types import EngineReply, TokenLogprob
 from workflows.pipeline.validators import validate_output
 
 GOOD_REPLY = json.dumps({"reply": "We are sorry; a refund is on its way.", "tone": "apologetic"})
-
-
-def tokens_of(content: str) -> list[str]:
-    """Word-sized pieces whose concatenation is the content, as a real tokenizer's would be."""
-    pieces, current = [], ""
-    for char in content:
-        current += char
-        if char in ' ,:{}[]"':
-            pieces.append(current)
-            current = ""
-    if current:
-        pieces.append(current)
-    return pieces
 
 
 def reply_of(content: str, logprobs=None, hint=None) -> EngineReply:

@@ -97,3 +97,13 @@ def test_staff_see_what_the_whole_submission_cost(people, demo, client_for, fake
     assert total > 0
     text = Page(client_for("compliance").get(f"/submissions/{submission.pk}/")).by_id("submission-cost").text
     assert "2 model requests" in text and f"${total:.6f}" in text
+
+
+def test_two_retries_at_once_send_it_once_and_both_hear_it_is_on_its_way(people, demo, client_for, monkeypatch):
+    submission = _failed(people, demo)
+    # The reviewer's retry lands between the submitter's check and the submitter's retry.
+    services.submission_retry(submission_id=submission.pk, actor=people["reviewer_a"], reason="by hand")
+    monkeypatch.setattr(services, "may_retry", lambda submission, user: True)
+    response = client_for("submitter").post(f"/submissions/{submission.pk}/retry/", follow=True)
+    assert response.status_code == 200 and "already sent again" in response.content.decode()
+    assert AuditEvent.objects.filter(action="submission.retried", object_id=str(submission.pk)).count() == 1

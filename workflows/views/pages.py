@@ -147,6 +147,9 @@ def submission_retry(request, pk: int):
     if not services.may_retry(submission, request.user):
         messages.error(request, "Only a failed submission can be tried again, by its submitter or a reviewer.")
         return _submission_page(request, submission, status=409)
-    services.submission_retry(submission_id=submission.pk, actor=request.user, reason="retried by hand")
-    messages.success(request, "Sent again: a new draft is being prepared.")
+    if services.submission_retry(submission_id=submission.pk, actor=request.user, reason="retried by hand") is None:
+        # Someone else (a second tab, a reviewer, the automatic retry) got there first.
+        messages.info(request, "This submission was already sent again: a new draft is being prepared.")
+    else:
+        messages.success(request, "Sent again: a new draft is being prepared.")
     return redirect("submission_detail", pk=submission.pk)

@@ -261,12 +261,18 @@ def reset_circuits(*, base_url: str | None = None) -> int:
         for name in [n for n in _local_trials if n.startswith(prefix)]:
             del _local_trials[name]
     if settings.REDIS_URL:
-        client = shared_redis()
-        keys = list(client.scan_iter(match=f"{glob_escape(prefix)}*", count=500))
-        if keys:
-            client.delete(*keys)
+        keys = delete_keys(prefix)
         reset += len({k.rsplit(b":pybreaker:", 1)[0] for k in keys if b":pybreaker:" in k})
     return reset
+
+
+def delete_keys(prefix: str) -> list[bytes]:
+    """Delete every shared Redis key starting with ``prefix``; returns the keys deleted."""
+    client = shared_redis()
+    keys = list(client.scan_iter(match=f"{glob_escape(prefix)}*", count=500))
+    if keys:
+        client.delete(*keys)
+    return keys
 
 
 def glob_escape(text: str) -> str:

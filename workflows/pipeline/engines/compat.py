@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .breaker import glob_escape, shared_redis
+from .breaker import delete_keys, shared_redis
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,4 @@ def forget_provider(provider: str) -> None:
         for key in [k for k in _local if k.startswith(prefix)]:
             del _local[key]
     if settings.REDIS_URL:
-        client = shared_redis()
-        keys = list(client.scan_iter(match=f"{glob_escape(prefix)}*", count=500))
-        if keys:
-            client.delete(*keys)
+        delete_keys(prefix)
