@@ -89,6 +89,17 @@ def test_a_dump_restores_and_its_chain_verifies_and_an_older_one_is_named(
     assert result.returncode != 0
     assert f"anchored event {anchor.event_id} is missing" in result.stderr and "cut tail" in result.stderr
 
+    # Restoring an older backup on purpose (docs/OPERATIONS.md, "Restore"): the anchors written
+    # after the dump are moved aside, kept and never deleted, and the restored chain verifies.
+    aside = anchors / "superseded-by-restore"
+    aside.mkdir()
+    for file in anchors.glob("anchor-*.json"):
+        file.rename(aside / file.name)
+    result = _manage(old, "verify_audit", anchors=anchors)
+    assert result.returncode == 0 and "audit chain ok" in result.stdout, result.stderr
+    for file in aside.glob("anchor-*.json"):
+        file.rename(anchors / file.name)
+
     # Going on from there (the app restarted on the old restore) reuses the lost ids: the event now
     # at the anchored id is another one, and the anchor names it.
     append = ("from workflows.audit_chain import verify_checkpoint\n"
