@@ -175,3 +175,41 @@ def test_migrate_as_the_runtime_role_alone_is_refused(roles_database):
     """Without the owner's URL, DDL as the runtime role fails: it cannot migrate the schema."""
     with _as(APP, APP_PASSWORD) as app, pytest.raises(errors.InsufficientPrivilege):
         app.execute("CREATE INDEX sneaky ON workflows_auditevent (action)")
+
+
+def test_a_database_migrated_by_a_superuser_is_taken_over():
+    """An existing deployment (docker-compose.yml before the roles) migrated as its superuser:
+    setup_db_roles hands every object to the owner, and the runtime role then owns nothing and
+    is refused on the audit table. Its own database and roles, dropped at the end."""
+    database, owner, app = f"{DATABASE}_old", f"{OWNER}_old", f"{APP}_old"
+    superuser_url = f"{_server()}/{database}"
+    env = {**os.environ, "DATABASE_URL": superuser_url, "DJANGO_DEBUG": "true"}
+    env.pop("DATABASE_MIGRATE_URL", None)
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env,
+                       check=True, capture_output=True, timeout=300)
+        env.update(DATABASE_URL=_url(app, "a", database), DATABASE_MIGRATE_URL=_url(owner, "o", database))
+        setup = subprocess.run([sys.executable, "manage.py", "setup_db_roles", "--admin-url", superuser_url],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert setup.returncode == 0, setup.stderr
+        assert "objects handed over to it" in setup.stdout
+        with psycopg.connect(superuser_url, autocommit=True) as admin, admin.cursor() as cursor:
+            assert db_roles.owned_by(cursor, app) == []
+            cursor.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                           "WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) <> %s", [owner])
+            assert cursor.fetchone() == (0,)
+            cursor.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname LIKE 'reviewdesk_audit%%'")
+            assert {row[0] for row in cursor.fetchall()} == {owner}
+        with psycopg.connect(_url(app, "a", database), autocommit=True) as runtime:
+            assert runtime.execute("SELECT count(*) FROM workflows_auditevent").fetchone()[0] >= 0
+            for statement in ("DELETE FROM workflows_auditevent", "TRUNCATE workflows_auditevent",
+                              "ALTER TABLE workflows_auditevent DISABLE TRIGGER ALL"):
+                with pytest.raises(errors.InsufficientPrivilege, match="permission denied|must be owner"):
+                    runtime.execute(statement)
+    finally:
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            for role in (app, owner):
+                admin.execute(f'DROP ROLE IF EXISTS "{role}"')

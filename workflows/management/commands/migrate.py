@@ -41,7 +41,10 @@ def use_owner_connection(alias: str, owner_url: str) -> tuple[str, str]:
             f"({runtime!r}); see docs/OPERATIONS.md, 'Database roles'."
         )
     connection.close()
-    connection.close_pool()
+    # Close a pool opened with the runtime role's credentials (asking `connection.pool` would
+    # open one just to close it).
+    if alias in getattr(connection, "_connection_pools", {}):
+        connection.close_pool()
     for key in ("USER", "PASSWORD", "HOST", "PORT"):
         current[key] = owner[key]
     # A one-shot command needs no pool of owner connections.
