@@ -47,8 +47,10 @@ def use_owner_connection(alias: str, owner_url: str) -> tuple[str, str]:
         connection.close_pool()
     for key in ("USER", "PASSWORD", "HOST", "PORT"):
         current[key] = owner[key]
-    # A one-shot command needs no pool of owner connections.
-    current["OPTIONS"] = {k: v for k, v in current.get("OPTIONS", {}).items() if k != "pool"}
+    # A one-shot command needs no pool of owner connections; the owner URL's own options
+    # (?sslmode=require, ...) apply to its connection.
+    options = {k: v for k, v in current.get("OPTIONS", {}).items() if k != "pool"}
+    current["OPTIONS"] = {**options, **owner.get("OPTIONS", {})}
     return owner["USER"], runtime
 
 
