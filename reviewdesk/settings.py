@@ -110,6 +110,10 @@ else:
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 DATABASES = {"default": _db}
+# The owner role's URL, for `manage.py migrate` (and setup_db_roles) only; DATABASE_URL is then the
+# runtime role, which owns nothing (workflows/db_roles.py, docs/OPERATIONS.md "Database roles").
+# Empty: one role does both (make run, the tests, a single-role deployment).
+DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL", "")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
