@@ -14,6 +14,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from simple_history.models import HistoricalRecords
 
+from .labels import Label
+
 
 class DomainError(Exception):
     """An illegal move in the domain (wrong state, wrong actor). Views turn it into a 4xx."""
@@ -384,6 +386,10 @@ class ReviewTask(models.Model):
     reason_text = models.TextField(blank=True)
     edited_output = models.TextField(blank=True)
     diff = models.TextField(blank=True)
+    # What the decision says about the draft (workflows/labels.py): unchanged, minor or major
+    # edit, rejected. Kept on the row because an erasure later clears the edited text.
+    label = models.CharField(max_length=20, blank=True, choices=[(x.value, x.value.replace("_", " ")) for x in Label])
+    edit_distance = models.FloatField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
