@@ -114,35 +114,54 @@ def auroc(scores, bad) -> float | None:
 @dataclass(frozen=True)
 class Point:
     """Auto-approving every draft scoring >= threshold: the share that skips a human
-    (coverage), and among them the observed share of bad drafts (risk) and its upper bound."""
+    (coverage), and among them the observed share of bad drafts (risk) and its upper bound.
+    `covered` counts labelled drafts; `effective` is what they are worth as a sample once
+    weighted (equal to `covered` without weights)."""
     threshold: float
     covered: int
     bad: int
     coverage: float
     risk: float
     risk_upper: float
+    effective: float = 0.0
 
 
-def risk_coverage(scores, bad, confidence: float = DEFAULT_CONFIDENCE) -> list[Point]:
-    """One point per distinct score, from the most confident draft down."""
+def risk_coverage(scores, bad, confidence: float = DEFAULT_CONFIDENCE, weights=None) -> list[Point]:
+    """One point per distinct score, from the most confident draft down.
+
+    `weights` corrects for how the labels were drawn: in production every held draft is
+    reviewed but only a random sample of auto-approved ones (the audit sample), so each sampled
+    auto-approval stands for 1/rate drafts. Weighted, the rate is the weighted share and the
+    bound uses Kish's effective sample size n_eff = (sum w)^2 / sum w^2 (an approximation: the
+    exact bound holds for unweighted labels).
+    """
     s, b = _arrays(scores, bad)
     if not s.size:
         return []
+    w = np.ones(s.size) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != s.shape or (w <= 0).any():
+        raise ValueError("weights must be positive, one per score")
     order = np.argsort(-s, kind="stable")
     sorted_scores = s[order]
     covered = np.arange(1, s.size + 1)
     bad_so_far = np.cumsum(b[order])
+    weight = np.cumsum(w[order])
+    bad_weight = np.cumsum((w * b)[order])
+    square = np.cumsum((w * w)[order])
     # Only the last of equal scores is a threshold: a threshold takes all of them or none.
     last = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
     n, k = covered[last], bad_so_far[last]
+    risk = bad_weight[last] / weight[last]
+    n_eff = weight[last] ** 2 / square[last]
+    k_eff = risk * n_eff
     # The bounds of every threshold at once (one vectorised call instead of one per point).
-    upper = np.where(k >= n, 1.0, beta.ppf(confidence, k + 1, np.maximum(n - k, 1)))
-    points = [
-        Point(threshold=float(t), covered=int(ni), bad=int(ki), coverage=ni / s.size, risk=ki / ni,
-              risk_upper=float(u))
-        for t, ni, ki, u in zip(sorted_scores[last], n, k, upper)
+    upper = np.where(k_eff >= n_eff, 1.0, beta.ppf(confidence, k_eff + 1, np.maximum(n_eff - k_eff, 1e-9)))
+    coverage = weight[last] / weight[-1]
+    return [
+        Point(threshold=float(t), covered=int(ni), bad=int(ki), coverage=float(c), risk=float(r),
+              risk_upper=float(u), effective=float(e))
+        for t, ni, ki, c, r, u, e in zip(sorted_scores[last], n, k, coverage, risk, upper, n_eff)
     ]
-    return points
 
 
 def thin(points: list[Point], most: int = 200) -> list[Point]:
@@ -189,7 +208,8 @@ def _labels_to_certify(rate: float, alpha: float, confidence: float) -> int | No
     return n
 
 
-def recommend_threshold(scores, bad, alpha: float, confidence: float = DEFAULT_CONFIDENCE) -> Recommendation:
+def recommend_threshold(scores, bad, alpha: float, confidence: float = DEFAULT_CONFIDENCE,
+                        weights=None) -> Recommendation:
     """The lowest threshold that passes the fixed-sequence test (module docstring), with the
     coverage it gives; otherwise why not and how many more labels would settle it."""
     if not 0 < alpha < 1:
@@ -197,15 +217,16 @@ def recommend_threshold(scores, bad, alpha: float, confidence: float = DEFAULT_C
     if not 0.5 <= confidence < 1:
         raise ValueError("confidence must be at least 0.5 and below 1")
     s, b = _arrays(scores, bad)
-    mu = float(b.mean()) if s.size else None
+    w = np.ones(s.size) if weights is None else np.asarray(weights, dtype=float)
+    mu = float((w * b).sum() / w.sum()) if s.size else None
     common = {"alpha": alpha, "confidence": confidence, "labelled": int(s.size), "base_error_rate": mu}
     if mu is not None:
         common["max_automation"] = 1.0 if mu <= alpha else (1 - mu) / (1 - alpha)
-    points = risk_coverage(s, b, confidence)
+    points = risk_coverage(s, b, confidence, weights)
     first = start_size(alpha, confidence)
     chosen = None
     for point in points:
-        if point.covered < first:
+        if point.effective < first:
             continue
         if point.risk_upper > alpha:
             break
@@ -221,7 +242,7 @@ def recommend_threshold(scores, bad, alpha: float, confidence: float = DEFAULT_C
         )
     # The most promising point to certify: the largest coverage whose observed risk is at most
     # half of alpha (a rate at alpha itself could never be certified).
-    hopeful = [p for p in points if p.covered >= min(first, s.size) and p.risk <= alpha / 2]
+    hopeful = [p for p in points if p.effective >= min(first, s.size) - 1e-9 and p.risk <= alpha / 2]
     needed = None
     if hopeful:
         best = hopeful[-1]
@@ -234,7 +255,8 @@ def recommend_threshold(scores, bad, alpha: float, confidence: float = DEFAULT_C
             )
     elif s.size < first:
         needed = first - int(s.size)
-        notes.append(f"At least {first} labelled drafts are needed before any threshold can be tested.")
+        notes.append(f"At least {first} labelled drafts are needed before any threshold can be tested "
+                     f"({needed} more).")
     if not hopeful and s.size >= first:
         notes.append(
             f"No score level keeps the observed escape rate under {alpha / 2:.1%}: the target "

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "template_partials",
     "simple_history",
     "workflows",
+    "calibration",
 ]
 
 MIDDLEWARE = [

@@ -166,3 +166,22 @@ def test_bad_input_is_refused_plainly():
         maths.auroc([1.5, 0.2], [True, False])
     with pytest.raises(ValueError, match="alpha"):
         maths.recommend_threshold([0.5], [True], 0)
+
+
+def test_weights_stand_sampled_auto_approvals_for_all_of_them():
+    # 100 held drafts (all reviewed) and 50 audit-sampled auto-approvals at a 10% sample rate.
+    scores = np.r_[np.full(100, 0.5), np.full(50, 0.95)]
+    bad = np.r_[np.arange(100) < 30, np.zeros(50, bool)]
+    weights = np.r_[np.ones(100), np.full(50, 10.0)]
+    top, everything = maths.risk_coverage(scores, bad, weights=weights)
+    assert top.threshold == 0.95 and top.coverage == pytest.approx(500 / 600) and top.risk == 0
+    assert top.effective == pytest.approx(50)  # equal weights: worth exactly the 50 labels
+    assert everything.risk == pytest.approx(30 / 600)
+    assert everything.effective == pytest.approx(600**2 / (100 + 50 * 100))
+    # Unit weights change nothing.
+    plain = maths.risk_coverage(scores, bad)
+    assert [(p.risk, p.risk_upper) for p in plain] == [
+        (p.risk, pytest.approx(p.risk_upper)) for p in maths.risk_coverage(scores, bad, weights=np.ones(150))
+    ]
+    with pytest.raises(ValueError, match="weights"):
+        maths.risk_coverage(scores, bad, weights=np.zeros(150))
