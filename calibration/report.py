@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workflows.models import WorkflowVersion
+from workflows.selectors import daily_volume
 
 from . import maths
-from .selectors import LabelledDrafts, daily_volume, labelled_drafts
+from .selectors import LabelledDrafts, labelled_drafts
 
 # Thresholds the what-if table always shows beside the recommended and the current one.
 WHAT_IF_GRID = (0.70, 0.80, 0.85, 0.90, 0.95, 0.98)

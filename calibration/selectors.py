@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
-from django.utils import timezone
 
 from workflows.denials import get_in_scope
 from workflows.labels import MATERIAL, Label
-from workflows.models import ReviewState, ReviewTask, Submission, Workflow, WorkflowVersion
+from workflows.models import ReviewState, ReviewTask, Workflow, WorkflowVersion
 from workflows.roles import COMPLIANCE, WORKFLOW_ADMIN, has_role
 
 
@@ -53,15 +51,3 @@ def labelled_drafts(version: WorkflowVersion) -> LabelledDrafts:
     for _, label, _ in rows:
         by_label[label] = by_label.get(label, 0) + 1
     return LabelledDrafts(scores, bad, weights, by_label, sampled=sum(1 for *_, s in rows if s))
-
-
-def daily_volume(workflow: Workflow, *, days: int = 30) -> float:
-    """Submissions a day over the last `days` days (or since the first one, if later)."""
-    now = timezone.now()
-    since = now - timedelta(days=days)
-    recent = Submission.objects.filter(workflow_version__workflow=workflow, created_at__gte=since)
-    first = recent.order_by("created_at").values_list("created_at", flat=True).first()
-    if first is None:
-        return 0.0
-    span_days = max((now - first).total_seconds() / 86400, 1.0)
-    return recent.count() / span_days

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "simple_history",
     "workflows",
     "calibration",
+    "evals",
 ]
 
 MIDDLEWARE = [
@@ -205,7 +206,11 @@ CELERY_TASK_TIME_LIMIT = env_int("REVIEWDESK_TASK_TIME_LIMIT", 300, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 # Workers consume both queues: `celery worker -Q <prefix>llm,<prefix>celery`.
 REVIEWDESK_LLM_QUEUE = f"{REVIEWDESK_NAMESPACE}llm"
-CELERY_TASK_ROUTES = {"workflows.tasks.generate_draft": {"queue": REVIEWDESK_LLM_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "workflows.tasks.generate_draft": {"queue": REVIEWDESK_LLM_QUEUE},
+    # Eval cases call the model too: same queue, same concurrency as drafting (evals/tasks.py).
+    "evals.tasks.run_eval_case": {"queue": REVIEWDESK_LLM_QUEUE},
+}
 CELERY_TASK_DEFAULT_QUEUE = f"{REVIEWDESK_NAMESPACE}celery"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The worker logs through Django's LOGGING (below), so its lines carry the request id too.
