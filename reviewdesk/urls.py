@@ -12,5 +12,6 @@ urlpatterns = [
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("admin/", admin.site.urls),
     path("calibration/", include("calibration.urls")),
+    path("evals/", include("evals.urls")),
     path("", include("workflows.urls")),
 ]
