@@ -16,3 +16,8 @@ class CalibrationForm(forms.Form):
     def __init__(self, data, *, versions):
         super().__init__(data)
         self.fields["version"].choices = [(v.number, f"v{v.number}") for v in versions]
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=2000, strip=True,
+                             error_messages={"required": "Say why; the audit trail and the reviewers will read it."})

@@ -1,15 +1,19 @@
 """Calibration pages: read-only, for workflow admins and compliance."""
 import csv
 
+from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
-from workflows.roles import COMPLIANCE, WORKFLOW_ADMIN
+from workflows import services
+from workflows.models import DomainError
+from workflows.roles import COMPLIANCE, WORKFLOW_ADMIN, has_role
 from workflows.views.common import role_required
 
+from . import monitor, selectors
 from . import report as reports
-from . import selectors
-from .forms import CalibrationForm
+from .forms import CalibrationForm, ReasonForm
 
 
 @role_required(WORKFLOW_ADMIN, COMPLIANCE)
@@ -33,8 +37,41 @@ def _report(request, slug):
 @role_required(WORKFLOW_ADMIN, COMPLIANCE)
 def calibration_page(request, slug):
     workflow, form, report = _report(request, slug)
-    context = {"workflow": workflow, "form": form, "report": report}
+    context = {"workflow": workflow, "form": form, "report": report, "live": monitor.live_escape(workflow),
+               "may_hold": has_role(request.user, WORKFLOW_ADMIN), "reason_form": ReasonForm()}
     return render(request, "calibration/page.html", context, status=200 if report else 400)
+
+
+@role_required(WORKFLOW_ADMIN)
+@require_POST
+def automation_hold(request, slug):
+    """The stop control: from now on every new draft of this workflow waits for a person."""
+    return _hold_or_resume(request, slug, stop=True)
+
+
+@role_required(WORKFLOW_ADMIN)
+@require_POST
+def automation_resume(request, slug):
+    return _hold_or_resume(request, slug, stop=False)
+
+
+def _hold_or_resume(request, slug, *, stop: bool):
+    workflow = selectors.workflow_for_calibration(request.user, slug)
+    form = ReasonForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise DomainError(" ".join(form.errors["reason"]))
+        if stop:
+            services.workflow_hold(workflow_id=workflow.pk, kind="stopped", reason=form.cleaned_data["reason"],
+                                   actor=request.user)
+            messages.success(request, f"Automation of {workflow.name} stopped: every new draft waits for a reviewer.")
+        else:
+            services.workflow_resume(workflow_id=workflow.pk, reason=form.cleaned_data["reason"], actor=request.user)
+            messages.success(request, f"Automation of {workflow.name} resumed.")
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("calibration_page", slug=slug)
+    return redirect("calibration_page", slug=slug)
 
 
 @role_required(WORKFLOW_ADMIN, COMPLIANCE)

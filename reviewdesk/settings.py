@@ -297,6 +297,8 @@ CELERY_BEAT_SCHEDULE = {
                           "schedule": float(REVIEWDESK_AUDIT_ANCHOR_SECONDS)},
     # Retention is counted in days; hourly is plenty and keeps each run small.
     "purge-expired-submissions": {"task": "workflows.tasks.purge_expired_submissions", "schedule": 3600.0},
+    # calibration/monitor.py: the live escape rate of each workflow from its reviewed audit sample.
+    "quality-monitor": {"task": "calibration.tasks.quality_monitor", "schedule": 300.0},
 }
 
 LOGGING = {

@@ -100,3 +100,21 @@ def test_labels_reach_the_page(client_for, decided, demo):
 
     rows = list(csv.reader(io.StringIO(client_for("compliance").get(URL + "curve.csv").content.decode())))
     assert rows[0][:2] == ["threshold", "labelled_covered"] and rows[-1][1] == "10"
+
+
+def test_stop_and_resume_from_the_page(client_for, people):
+    client = client_for("wfadmin")
+    page = client.get(URL).content.decode()
+    assert "Running:" in page and "Stop automation" in page
+    assert client.post(URL + "stop/", {"reason": "  "}, follow=True).content.decode().count("Say why") == 1
+    response = client.post(URL + "stop/", {"reason": "Model incident at the provider."}, follow=True)
+    html = response.content.decode()
+    assert "every new draft waits for a reviewer" in html and "Resume automation" in html
+    assert "Model incident at the provider." in html
+    # Compliance sees the state, cannot act; reviewers and submitters are not there at all.
+    compliance = client_for("compliance").get(URL).content.decode()
+    assert "Stopped" in compliance and "automation-form" not in compliance
+    for who in ("compliance", "reviewer_a", "submitter"):
+        assert client_for(who).post(URL + "resume/", {"reason": "x"}).status_code == 404
+    assert client.get(URL + "resume/").status_code == 405
+    assert "Running:" in client.post(URL + "resume/", {"reason": "Checked."}, follow=True).content.decode()
