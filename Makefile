@@ -71,6 +71,7 @@ migrate: venv
 seed: venv
 	mkdir -p var
 	$(PY) manage.py seed_demo
+	$(PY) manage.py import_eval_cases --demo
 
 clean:
 	rm -rf var .venv

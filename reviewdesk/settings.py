@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "template_partials",
     "simple_history",
     "workflows",
+    "calibration",
+    "evals",
 ]
 
 MIDDLEWARE = [
@@ -208,7 +210,11 @@ CELERY_TASK_TIME_LIMIT = env_int("REVIEWDESK_TASK_TIME_LIMIT", 300, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 # Workers consume both queues: `celery worker -Q <prefix>llm,<prefix>celery`.
 REVIEWDESK_LLM_QUEUE = f"{REVIEWDESK_NAMESPACE}llm"
-CELERY_TASK_ROUTES = {"workflows.tasks.generate_draft": {"queue": REVIEWDESK_LLM_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "workflows.tasks.generate_draft": {"queue": REVIEWDESK_LLM_QUEUE},
+    # Eval cases call the model too: same queue, same concurrency as drafting (evals/tasks.py).
+    "evals.tasks.run_eval_case": {"queue": REVIEWDESK_LLM_QUEUE},
+}
 CELERY_TASK_DEFAULT_QUEUE = f"{REVIEWDESK_NAMESPACE}celery"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The worker logs through Django's LOGGING (below), so its lines carry the request id too.
@@ -295,6 +301,8 @@ CELERY_BEAT_SCHEDULE = {
                           "schedule": float(REVIEWDESK_AUDIT_ANCHOR_SECONDS)},
     # Retention is counted in days; hourly is plenty and keeps each run small.
     "purge-expired-submissions": {"task": "workflows.tasks.purge_expired_submissions", "schedule": 3600.0},
+    # calibration/monitor.py: the live escape rate of each workflow from its reviewed audit sample.
+    "quality-monitor": {"task": "calibration.tasks.quality_monitor", "schedule": 300.0},
 }
 
 LOGGING = {

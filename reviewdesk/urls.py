@@ -11,5 +11,7 @@ urlpatterns = [
     # otherwise go to the login page and come back to a GET of this POST-only view.
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("admin/", admin.site.urls),
+    path("calibration/", include("calibration.urls")),
+    path("evals/", include("evals.urls")),
     path("", include("workflows.urls")),
 ]

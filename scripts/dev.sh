@@ -82,6 +82,7 @@ mkdir -p var
 
 "$PY" manage.py migrate --noinput
 "$PY" manage.py seed_demo
+"$PY" manage.py import_eval_cases --demo
 
 worker_pid=""
 web_pid=""

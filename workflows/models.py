@@ -14,6 +14,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from simple_history.models import HistoricalRecords
 
+from .labels import Label
+
 
 class DomainError(Exception):
     """An illegal move in the domain (wrong state, wrong actor). Views turn it into a 4xx."""
@@ -33,6 +35,18 @@ class Workflow(models.Model):
     # (services/retention.py sets and clears it, with an audit event).
     legal_hold = models.BooleanField(default=False)
     legal_hold_reason = models.CharField(max_length=200, blank=True)
+    # While automation is held, every new draft waits for a person: nothing is auto-approved or
+    # released without one (routing.route's `hold`). A workflow admin stops it by hand; the
+    # quality monitor (calibration/monitor.py) pauses it when the live escape rate's bound
+    # passes the target. Only a person resumes it, with a reason.
+    automation_hold = models.CharField(max_length=20, blank=True, choices=[("stopped", "stopped by an admin"),
+                                                                           ("monitor", "paused by the quality monitor")])
+    automation_hold_reason = models.TextField(blank=True)
+    automation_held_at = models.DateTimeField(null=True, blank=True)
+    # The escape rate the workflow accepts among auto-approved drafts (calibration's default
+    # target, and the quality monitor's line); evidence before the last resume is not held against it.
+    target_escape_rate = models.FloatField(default=0.05)
+    automation_resumed_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords(m2m_fields=[reviewer_groups])
 
     class Meta:
@@ -384,6 +398,10 @@ class ReviewTask(models.Model):
     reason_text = models.TextField(blank=True)
     edited_output = models.TextField(blank=True)
     diff = models.TextField(blank=True)
+    # What the decision says about the draft (workflows/labels.py): unchanged, minor or major
+    # edit, rejected. Kept on the row because an erasure later clears the edited text.
+    label = models.CharField(max_length=20, blank=True, choices=[(x.value, x.value.replace("_", " ")) for x in Label])
+    edit_distance = models.FloatField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

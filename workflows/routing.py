@@ -27,12 +27,16 @@ class RoutingDecision:
     reason: str
 
 
-def route(score: float, findings: Iterable[str], policy: Policy, draw: float) -> RoutingDecision:
+def route(score: float, findings: Iterable[str], policy: Policy, draw: float, hold: str = "") -> RoutingDecision:
     """Pick a lane.
 
     ``draw`` is a number in [0, 1) supplied by the caller (``sample_draw_for``) so that this
-    function stays pure and the audit sample is reproducible.
+    function stays pure and the audit sample is reproducible. ``hold`` says why the workflow's
+    automation is held (stopped by an admin, paused by the quality monitor): then every draft
+    waits for a person, whatever its score.
     """
+    if hold:
+        return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"automation held: {hold}")
     hard = sorted(set(findings) & (set(policy.always_block_on) | ALWAYS_BLOCKING))
     if hard:
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"hard finding: {', '.join(hard)}")

@@ -265,3 +265,14 @@ def _history_rows(submission: Submission, *, full: bool) -> list[dict]:
             })
     rows.sort(key=lambda r: (r["time"], r["object_type"], r["history_id"]))
     return rows
+
+
+def daily_volume(workflow: Workflow, *, days: int = 30) -> float:
+    """Submissions a day over the last `days` days (or since the first one, if later): the
+    volume calibration's what-if and the eval's cost projection work from."""
+    now = timezone.now()
+    recent = Submission.objects.filter(workflow_version__workflow=workflow, created_at__gte=now - timedelta(days=days))
+    first = recent.order_by("created_at").values_list("created_at", flat=True).first()
+    if first is None:
+        return 0.0
+    return recent.count() / max((now - first).total_seconds() / 86400, 1.0)

@@ -56,6 +56,9 @@ class AuditAction(StrEnum):
     RETENTION_PURGED = "retention.purged"
     LEGAL_HOLD_SET = "legal_hold.set"
     LEGAL_HOLD_CLEARED = "legal_hold.cleared"
+    AUTOMATION_STOPPED = "automation.stopped"  # a workflow admin held every draft for a person
+    AUTOMATION_PAUSED = "automation.paused"  # the quality monitor did, on the live escape rate
+    AUTOMATION_RESUMED = "automation.resumed"
 
 
 class CallPurpose(StrEnum):

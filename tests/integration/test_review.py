@@ -161,6 +161,8 @@ def test_reject_a_blocking_draft(demo, blocking_task):
     assert submission.released_at is None and submission.retracted_at is None
     event = AuditEvent.objects.get(action="review.rejected")
     assert event.payload["reason_code"] == "inaccurate" and "retracted" not in event.payload
+    # The rejection labels the draft for calibration, in the row and in the chain.
+    assert (task.label, task.edit_distance) == ("rejected", None) and event.payload["label"] == "rejected"
 
 
 def test_rejecting_a_released_async_draft_retracts_it(demo, async_task):
@@ -246,6 +248,7 @@ def test_reformatting_json_is_not_an_edit_but_changing_a_value_is(demo, blocking
     reindented = json.dumps(dict(reversed(list(document.items()))), indent=4)
     task = services.review_approve(task_id=blocking_task.pk, user=reviewer, edited_output=reindented)
     assert (task.decision, task.edited_output) == (Decision.APPROVE, "")
+    assert (task.label, task.edit_distance) == ("unchanged", 0.0)
     task.submission.refresh_from_db()
     assert task.submission.final_output == GOOD_OUTPUT
 
@@ -258,6 +261,20 @@ def test_changing_one_json_value_is_an_edit(demo, blocking_task):
     assert task.decision == Decision.EDIT
     task.submission.refresh_from_db()
     assert '"neutral"' in task.diff and json.loads(task.submission.final_output)["tone"] == "neutral"
+    # One short field changed in a longer document: a small but real distance.
+    assert task.label in ("minor_edit", "major_edit") and 0 < task.edit_distance < 0.5
+    event = AuditEvent.objects.get(action="review.edited")
+    assert (event.payload["label"], event.payload["edit_distance"]) == (task.label, task.edit_distance)
+
+
+def test_rewriting_the_reply_is_a_major_edit(demo, blocking_task):
+    reviewer = demo.users["reviewer"]
+    _claimed(blocking_task, reviewer)
+    document = json.loads(GOOD_OUTPUT)
+    document["reply"] = "We have cancelled the order and refunded the full amount to your card today."
+    task = services.review_approve(task_id=blocking_task.pk, user=reviewer, edited_output=json.dumps(document))
+    assert task.label == "major_edit" and task.edit_distance > 0.10
+    assert ReviewTask.objects.get(pk=task.pk).label == "major_edit"
 
 
 # --- regenerate --------------------------------------------------------------------------
@@ -283,6 +300,7 @@ def test_regenerate_moves_to_regenerating_and_retracts_a_released_draft(demo, as
     assert not submission.is_released
     task = ReviewTask.objects.get(pk=async_task.pk)
     assert (task.state, task.decision) == (ReviewState.DONE, Decision.REGENERATE)
+    assert task.label == "rejected"  # the draft sent back was not used
 
 
 def test_regenerate_through_the_worker_feeds_the_feedback_into_attempt_two(

@@ -156,3 +156,10 @@ def test_an_unresolved_placeholder_blocks_even_when_the_policy_does_not_list_it(
         decision = route(1.0, [finding], policy, 0.5)
         assert decision.lane == Lane.BLOCKING_REVIEW
         assert finding in decision.reason
+
+
+@pytest.mark.parametrize("score", [1.0, 0.75, 0.1, float("nan")])
+def test_held_automation_sends_every_draft_to_a_person(score):
+    decision = route(score, (), SimpleNamespace(**POLICY), 0.0, hold="stopped by an admin: model incident")
+    assert (decision.lane, decision.sampled_for_audit) == (Lane.BLOCKING_REVIEW, False)
+    assert decision.reason == "automation held: stopped by an admin: model incident"

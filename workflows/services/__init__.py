@@ -14,7 +14,7 @@ from .drafts import (
 )
 from .retention import erase_submissions_of, expired_submission_ids, legal_hold_set, purge_expired
 from .reviews import review_approve, review_claim, review_refusal, review_regenerate, review_reject, review_release
-from .workflow import workflow_publish, workflow_publish_yaml
+from .workflow import workflow_hold, workflow_publish, workflow_publish_yaml, workflow_resume
 
 __all__ = [
     "draft_record",
@@ -34,6 +34,8 @@ __all__ = [
     "review_release",
     "submission_create",
     "submission_retry",
+    "workflow_hold",
     "workflow_publish",
     "workflow_publish_yaml",
+    "workflow_resume",
 ]

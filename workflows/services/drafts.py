@@ -165,7 +165,9 @@ def draft_record(
     spec = version.spec
     system = system_user()
     draw = sample_draw_for(submission.pk, attempt) if audit_draw is None else audit_draw
-    decision = route(result.score, result.findings, spec.routing, draw)
+    workflow = version.workflow
+    hold = f"{workflow.get_automation_hold_display()}: {workflow.automation_hold_reason}" if workflow.automation_hold else ""
+    decision = route(result.score, result.findings, spec.routing, draw, hold=hold)
     components = {**result.components, "routing_reason": decision.reason}
     draft = Draft(
         submission=submission,

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import audit
+from .. import audit, labels
 from ..definitions import WorkflowDefinition
 from ..dispatch import enqueue_generation
 from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
@@ -98,9 +98,11 @@ def _begin_decision(task_id: int, user) -> tuple[ReviewTask, Submission]:
     return task, submission
 
 
-def _close(task: ReviewTask, user, decision: str) -> None:
+def _close(task: ReviewTask, user, decision: str, distance: float | None = None) -> None:
     task.transition_to(ReviewState.DONE)
     task.decision = decision
+    task.edit_distance = distance
+    task.label = labels.label_for(decision, distance)
     task.decided_by = user
     task.decided_at = timezone.now()
     task.lease_expires_at = None
@@ -152,7 +154,8 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
         if Finding.SCHEMA_INVALID in validation.findings:
             raise DomainError(f"The edited output does not match the schema: {validation.details[Finding.SCHEMA_INVALID]}")
     decision = Decision.EDIT if edited else Decision.APPROVE
-    _close(task, user, decision)
+    distance = labels.edit_distance(original, final, json_output=spec.output.format == "json") if edited else 0.0
+    _close(task, user, decision, distance)
     if edited:
         task.edited_output = final
         task.diff = _diff(spec, original, final)
@@ -170,6 +173,8 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
             "draft_hash": task.draft.content_hash,
             "final_hash": audit.content_hash(final),
             "lane": task.lane,
+            "label": task.label,
+            "edit_distance": task.edit_distance,
         },
     )
     if not submission.is_released or final != submission.final_output:
@@ -191,7 +196,7 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
     track(task, user, "rejected").save()
     submission.transition_to(SubmissionState.REJECTED)
     # The reason text may name people: the chain keeps its hash and length, the task row the text.
-    payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code,
+    payload = {"submission_id": submission.pk, "draft_id": task.draft_id, "reason_code": reason_code, "label": task.label,
                "reason_text_hash": audit.content_hash(task.reason_text), "reason_text_chars": len(task.reason_text)}
     if submission.is_released:
         payload["retracted"] = True
@@ -227,6 +232,7 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
             "feedback_hash": audit.content_hash(feedback),
             "feedback_chars": len(feedback),
             "retracted": submission.is_released,
+            "label": task.label,
         },
     )
     # A released async draft is withdrawn until the next one is reviewed.

@@ -1,0 +1,110 @@
+"""Eval datasets, their cases, and runs of a workflow version over a dataset."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from workflows.models import Workflow, WorkflowVersion
+
+
+class Dataset(models.Model):
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="eval_datasets")
+    name = models.SlugField(max_length=80)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["workflow", "name"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "name"], name="uniq_dataset_name")]
+
+    def __str__(self):
+        return f"{self.workflow.slug}/{self.name}"
+
+
+class Provenance(models.TextChoices):
+    """Where a case came from, so a dataset row can always say."""
+    AUTHORED = "authored", "written by hand"
+    IMPORTED = "imported", "imported from JSON Lines"
+    CAPTURED = "captured", "a reviewed draft, captured as approved"
+    CORRECTED = "corrected", "a reviewed draft, as the reviewer corrected it"
+    REJECTED = "rejected", "a draft a reviewer rejected"
+
+
+class Case(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="cases")
+    key = models.CharField(max_length=120)  # stable name within the dataset (JSON Lines "id")
+    input = models.JSONField()  # the form values, as a submitter would give them
+    expect = models.JSONField(default=dict)  # evals/expectations.py
+    note = models.TextField(blank=True)
+    provenance = models.CharField(max_length=20, choices=Provenance.choices, default=Provenance.AUTHORED)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source_submission_id = models.BigIntegerField(null=True, blank=True)
+    source_version_number = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["dataset", "key"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "key"], name="uniq_case_key")]
+
+    def __str__(self):
+        return f"{self.dataset}#{self.key}"
+
+    @property
+    def provenance_record(self) -> dict:
+        """Where this row came from, as the JSON Lines export and the page say it."""
+        record = {"source": self.provenance}
+        if self.created_by_id:
+            record["by"] = self.created_by.get_username()
+        if self.source_submission_id:
+            record["submission"] = self.source_submission_id
+        if self.source_version_number:
+            record["version"] = self.source_version_number
+        return record
+
+
+class RunState(models.TextChoices):
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+
+
+class EvalRun(models.Model):
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="eval_runs")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
+    state = models.CharField(max_length=20, choices=RunState.choices, default=RunState.RUNNING)
+    total = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    passed = models.PositiveIntegerField(default=0)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.completed if self.completed else None
+
+
+class CaseResult(models.Model):
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="results")
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="results")
+    passed = models.BooleanField()
+    failures = models.JSONField(default=list)
+    content = models.TextField(blank=True)
+    schema_valid = models.BooleanField(default=False)
+    lane = models.CharField(max_length=20, blank=True)
+    score = models.FloatField(null=True)
+    findings = models.JSONField(default=list)
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "case__key"]
+        # One result per case and run: a redelivered task cannot count a case twice.
+        constraints = [models.UniqueConstraint(fields=["run", "case"], name="uniq_case_result")]

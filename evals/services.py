@@ -1,0 +1,161 @@
+"""Every write of the evals app: datasets and cases, and eval runs with their results."""
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from typing import Any
+
+from celery import current_app
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from workflows.models import Decision, DomainError, ReviewState, ReviewTask, Workflow, WorkflowVersion
+
+from .expectations import CaseError, Outcome, check, parse_expectations
+from .jsonl import read_cases
+from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunState
+
+log = logging.getLogger(__name__)
+
+RUN_EVAL_CASE = "evals.tasks.run_eval_case"
+DEFAULT_DATASET = "default"
+
+
+def dataset_for(workflow: Workflow, name: str = DEFAULT_DATASET) -> Dataset:
+    dataset, _ = Dataset.objects.get_or_create(workflow=workflow, name=name)
+    return dataset
+
+
+@transaction.atomic
+def cases_import(*, dataset: Dataset, text: str, actor=None, provenance: str = Provenance.IMPORTED) -> tuple[int, int]:
+    """Add or replace cases from JSON Lines; all or nothing. Returns (created, replaced)."""
+    lines = read_cases(text)
+    created = replaced = 0
+    for line in lines:
+        _, was_created = Case.objects.update_or_create(
+            dataset=dataset, key=line.key,
+            defaults={"input": line.input, "expect": line.expect, "note": line.note, "provenance": provenance,
+                      "created_by": actor if actor is not None and actor.is_authenticated else None},
+        )
+        created += was_created
+        replaced += not was_created
+    return created, replaced
+
+
+def _output_expectations(spec, final: str) -> dict[str, Any]:
+    """What a reviewed final pins down: for a JSON output, every value that is not free text
+    (enums, numbers, booleans) must come out the same; free text is kept as the reference a
+    reader compares with, since no model writes the same sentences twice."""
+    if spec.output.format != "json":
+        return {}
+    try:
+        parsed = json.loads(final)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    properties = (spec.output.json_schema or {}).get("properties", {})
+    fields = {}
+    for name, value in parsed.items():
+        schema = properties.get(name, {})
+        if isinstance(value, str) and "enum" not in schema:
+            continue
+        if isinstance(value, (dict, list)):
+            continue
+        fields[name] = {"equals": value}
+    return fields
+
+
+@transaction.atomic
+def case_from_review(*, task_id: int, user) -> Case:
+    """One click on a decided review: the approved or edited final becomes the expected output,
+    a rejected draft a "must not auto-approve" case. The row keeps who, from which submission
+    and version, and whether the draft was captured as is or corrected."""
+    task = ReviewTask.objects.select_related("submission__workflow_version__workflow", "draft").get(pk=task_id)
+    if task.state != ReviewState.DONE:
+        raise DomainError("Decide the review first; an open draft has no verdict to learn from.")
+    submission = task.submission
+    version = submission.workflow_version
+    spec = version.spec
+    if task.decision == Decision.APPROVE:
+        provenance, final = Provenance.CAPTURED, task.draft.content
+    elif task.decision == Decision.EDIT:
+        provenance, final = Provenance.CORRECTED, task.edited_output
+    else:
+        provenance, final = Provenance.REJECTED, ""
+    expect: dict[str, Any] = {"schema_valid": True}
+    if provenance == Provenance.REJECTED:
+        expect["must_not_auto_approve"] = True
+    else:
+        fields = _output_expectations(spec, final)
+        if fields:
+            expect["fields"] = fields
+    parse_expectations(expect)  # what we build must be what an import would accept
+    dataset = dataset_for(version.workflow)
+    key = f"submission-{submission.pk}-task-{task.pk}"
+    note = final if provenance != Provenance.REJECTED else f"Rejected: {task.get_reason_code_display() or 'sent back'}"
+    try:
+        with transaction.atomic():
+            return Case.objects.create(
+                dataset=dataset, key=key, input=submission.data, expect=expect, note=note[:5000],
+                provenance=provenance, created_by=user, source_submission_id=submission.pk,
+                source_version_number=version.number,
+            )
+    except IntegrityError:
+        raise DomainError("This decision is already a case in the dataset.") from None
+
+
+def _send_case(run_id: int, case_id: int) -> None:
+    try:
+        current_app.send_task(RUN_EVAL_CASE, args=[run_id, case_id])
+    except BrokerError:
+        log.warning("broker unavailable; eval run %s case %s not sent", run_id, case_id)
+
+
+@transaction.atomic
+def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None) -> EvalRun:
+    if dataset.workflow_id != version.workflow_id:
+        raise DomainError("That dataset belongs to another workflow.")
+    case_ids = list(dataset.cases.values_list("pk", flat=True))
+    if not case_ids:
+        raise DomainError("The dataset has no cases yet.")
+    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(case_ids),
+                                 started_by=actor if actor is not None and actor.is_authenticated else None)
+    for case_id in case_ids:
+        transaction.on_commit(partial(_send_case, run.pk, case_id))
+    return run
+
+
+def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list[str], result=None) -> CaseResult | None:
+    """Store one case's result and count it, once: a redelivered task finds it stored."""
+    calls = result.calls if result is not None else ()
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                stored = CaseResult.objects.create(
+                    run=run, case=case, passed=not failures, failures=failures, content=outcome.content[:50_000],
+                    schema_valid=outcome.schema_valid, lane=outcome.lane, score=outcome.score if outcome.lane else None,
+                    findings=list(outcome.findings), model=getattr(result, "model", "") or "",
+                    prompt_tokens=sum(c.prompt_tokens for c in calls),
+                    completion_tokens=sum(c.completion_tokens for c in calls),
+                    cost_usd=outcome.cost_usd, latency_ms=outcome.latency_ms,
+                )
+        except IntegrityError:
+            return None
+        EvalRun.objects.filter(pk=run.pk).update(completed=F("completed") + 1, passed=F("passed") + (0 if failures else 1))
+        EvalRun.objects.filter(pk=run.pk, state=RunState.RUNNING, completed__gte=F("total")).update(
+            state=RunState.DONE, finished_at=timezone.now()
+        )
+    return stored
+
+
+def check_case(case: Case, outcome: Outcome) -> list[str]:
+    try:
+        expect = parse_expectations(case.expect)
+    except CaseError as exc:
+        return [f"the case's expectations are invalid: {exc}"]
+    return check(expect, outcome)
+

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.eval_index, name="eval_index"),
+    path("runs/<int:pk>/", views.eval_run, name="eval_run"),
+    path("runs/<int:pk>/compare/<int:other>/", views.eval_compare, name="eval_compare"),
+    path("from-review/<int:task_id>/", views.eval_case_from_review, name="eval_case_from_review"),
+    path("<slug:slug>/", views.eval_workflow, name="eval_workflow"),
+    path("<slug:slug>/run/", views.eval_run_create, name="eval_run_create"),
+    path("<slug:slug>/import/", views.eval_import, name="eval_import"),
+    path("<slug:slug>/datasets/<slug:name>/", views.eval_dataset, name="eval_dataset"),
+    path("<slug:slug>/datasets/<slug:name>/cases.jsonl", views.eval_dataset_export, name="eval_dataset_export"),
+]
