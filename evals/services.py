@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from celery import current_app
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -17,6 +18,7 @@ from workflows.models import Decision, DomainError, ReviewState, ReviewTask, Wor
 from .expectations import CaseError, Outcome, check, parse_expectations
 from .jsonl import read_cases
 from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunState
+from .runner import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +161,25 @@ def check_case(case: Case, outcome: Outcome) -> list[str]:
         return [f"the case's expectations are invalid: {exc}"]
     return check(expect, outcome)
 
+
+
+def eval_run_here(version: WorkflowVersion, dataset: Dataset, *, threads: int = 8) -> EvalRun:
+    """An eval run in this process, cases in threads (the command line and the publish gate of
+    `load_workflows --publish`, where no page waits and a worker may not be up)."""
+    cases = list(dataset.cases.all())
+    if not cases:
+        raise DomainError("The dataset has no cases yet.")
+    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(cases))
+    spec = version.spec
+
+    def one(case):
+        try:
+            outcome, result = evaluate(spec, case.input)
+            eval_case_done(run=run, case=case, outcome=outcome, failures=check_case(case, outcome), result=result)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        list(pool.map(one, cases))
+    run.refresh_from_db()
+    return run

@@ -292,6 +292,12 @@ REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300
 REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
 REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
+# The publish gate (issue 6): the function that measures a candidate before it is published
+# (evals/gate.py), and how far its eval's pass rate may fall below the current version's.
+REVIEWDESK_PUBLISH_GATE = env_str("REVIEWDESK_PUBLISH_GATE", "evals.gate.check")
+REVIEWDESK_EVAL_MARGIN = env_float("REVIEWDESK_EVAL_MARGIN", 0.05)
+if not 0 <= REVIEWDESK_EVAL_MARGIN < 1:
+    raise ImproperlyConfiguredEnv(f"REVIEWDESK_EVAL_MARGIN={REVIEWDESK_EVAL_MARGIN} must be a share between 0 and 1.")
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
