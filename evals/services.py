@@ -118,10 +118,11 @@ def _send_case(run_id: int, case_id: int) -> None:
 
 
 @transaction.atomic
-def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None) -> EvalRun:
+def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None, cases=None) -> EvalRun:
+    """Send every case of the dataset (or the given few: a dry run) to the workers."""
     if dataset.workflow_id != version.workflow_id:
         raise DomainError("That dataset belongs to another workflow.")
-    case_ids = list(dataset.cases.values_list("pk", flat=True))
+    case_ids = [c.pk for c in cases] if cases is not None else list(dataset.cases.values_list("pk", flat=True))
     if not case_ids:
         raise DomainError("The dataset has no cases yet.")
     run = EvalRun.objects.create(version=version, dataset=dataset, total=len(case_ids),
