@@ -68,8 +68,16 @@ class RunState(models.TextChoices):
     DONE = "done", "Done"
 
 
+class RunPurpose(models.TextChoices):
+    MANUAL = "manual", "run by hand"
+    DRY_RUN = "dry_run", "dry run"
+    GATE = "gate", "publish gate"
+    DRIFT = "drift", "scheduled drift check"
+
+
 class EvalRun(models.Model):
     version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="eval_runs")
+    purpose = models.CharField(max_length=20, choices=RunPurpose.choices, default=RunPurpose.MANUAL)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
     state = models.CharField(max_length=20, choices=RunState.choices, default=RunState.RUNNING)
     total = models.PositiveIntegerField(default=0)

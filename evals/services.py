@@ -8,16 +8,22 @@ from functools import partial
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from workflows import audit
 from workflows.models import Decision, DomainError, ReviewState, ReviewTask, Workflow, WorkflowVersion
+from workflows.roles import WORKFLOW_ADMIN, system_user
+from workflows.vocab import AuditAction
 
 from .expectations import CaseError, Outcome, check, parse_expectations
 from .jsonl import read_cases
-from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunState
+from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunPurpose, RunState
 from .runner import evaluate
 
 log = logging.getLogger(__name__)
@@ -118,14 +124,17 @@ def _send_case(run_id: int, case_id: int) -> None:
 
 
 @transaction.atomic
-def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None, cases=None) -> EvalRun:
+def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None, cases=None,
+                   purpose: str = RunPurpose.MANUAL) -> EvalRun:
     """Send every case of the dataset (or the given few: a dry run) to the workers."""
     if dataset.workflow_id != version.workflow_id:
         raise DomainError("That dataset belongs to another workflow.")
     case_ids = [c.pk for c in cases] if cases is not None else list(dataset.cases.values_list("pk", flat=True))
     if not case_ids:
         raise DomainError("The dataset has no cases yet.")
-    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(case_ids),
+    if cases is not None:
+        purpose = RunPurpose.DRY_RUN
+    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(case_ids), purpose=purpose,
                                  started_by=actor if actor is not None and actor.is_authenticated else None)
     for case_id in case_ids:
         transaction.on_commit(partial(_send_case, run.pk, case_id))
@@ -149,10 +158,58 @@ def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list
         except IntegrityError:
             return None
         EvalRun.objects.filter(pk=run.pk).update(completed=F("completed") + 1, passed=F("passed") + (0 if failures else 1))
-        EvalRun.objects.filter(pk=run.pk, state=RunState.RUNNING, completed__gte=F("total")).update(
+        closed = EvalRun.objects.filter(pk=run.pk, state=RunState.RUNNING, completed__gte=F("total")).update(
             state=RunState.DONE, finished_at=timezone.now()
         )
+        if closed and run.purpose == RunPurpose.DRIFT:
+            # Exactly one call closes a run (the conditional UPDATE), so one check per drift run.
+            transaction.on_commit(partial(drift_compare, run.pk))
     return stored
+
+
+def drift_start_all() -> list[EvalRun]:
+    """Re-run each current version's gate dataset: a provider may change a model under the same
+    name, and the same version then answers differently (periodic, evals.tasks.drift_check)."""
+    runs = []
+    for workflow in Workflow.objects.filter(versions__published_at__isnull=False).distinct():
+        version = workflow.current_version
+        dataset = Dataset.objects.filter(workflow=workflow, name=DEFAULT_DATASET).first()
+        if version is None or dataset is None or not dataset.cases.exists():
+            continue
+        if EvalRun.objects.filter(version=version, dataset=dataset, purpose=RunPurpose.DRIFT, state=RunState.RUNNING).exists():
+            continue  # the last check is still running: one at a time
+        runs.append(eval_run_start(version=version, dataset=dataset, purpose=RunPurpose.DRIFT))
+    return runs
+
+
+def drift_compare(run_id: int) -> str:
+    """A finished drift run against the previous finished run of the same version and dataset:
+    a pass-rate drop beyond the margin is recorded and the workflow admins are told."""
+    run = EvalRun.objects.select_related("version__workflow", "dataset").get(pk=run_id)
+    previous = (EvalRun.objects.filter(version=run.version, dataset=run.dataset, state=RunState.DONE, total__gt=1)
+                .exclude(pk=run.pk).filter(finished_at__lte=run.finished_at).order_by("-finished_at").first())
+    if previous is None or previous.pass_rate is None or run.pass_rate is None:
+        return "no baseline"
+    drop = previous.pass_rate - run.pass_rate
+    if drop <= settings.REVIEWDESK_EVAL_MARGIN:
+        return "steady"
+    workflow = run.version.workflow
+    message = (f"{workflow.name} v{run.version.number} now passes {run.pass_rate:.1%} of its eval cases on "
+               f"{run.dataset.name}, against {previous.pass_rate:.1%} on {previous.finished_at:%Y-%m-%d %H:%M} UTC, with "
+               f"the same definition: the model behind it probably changed.")
+    with transaction.atomic():
+        audit.record(action=AuditAction.EVAL_DRIFT_DETECTED, obj=run.version, actor=system_user(),
+                     workflow_version=run.version,
+                     payload={"run": run.pk, "previous_run": previous.pk, "pass_rate": run.pass_rate,
+                              "previous_pass_rate": previous.pass_rate})
+    admins = get_user_model().objects.filter(is_active=True, groups__name=WORKFLOW_ADMIN).exclude(email="")
+    recipients = sorted(set(admins.values_list("email", flat=True)))
+    if recipients:
+        try:
+            send_mail(f"ReviewDesk: eval drift on {workflow.name}", message + f"\n\nRun #{run.pk}.", None, recipients)
+        except Exception:  # the event is recorded; a mail server that is down is logged
+            log.exception("could not e-mail %s about drift on %s", recipients, workflow.slug)
+    return "drift"
 
 
 def check_case(case: Case, outcome: Outcome) -> list[str]:

@@ -28,3 +28,9 @@ def run_eval_case(run_id: int, case_id: int) -> None:
     outcome, result = evaluate(spec, case.input)
     services.eval_case_done(run=run, case=case, outcome=outcome, failures=services.check_case(case, outcome),
                             result=result)
+
+
+@shared_task(name="evals.tasks.drift_check")
+def drift_check() -> int:
+    """Periodic: re-run each current version's eval (the comparison runs when the last case lands)."""
+    return len(services.drift_start_all())

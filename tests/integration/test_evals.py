@@ -10,9 +10,9 @@ from django.core.management import CommandError, call_command
 from evals import services
 from evals.models import Case, CaseResult, EvalRun, Provenance, RunState
 from evals.summary import compare, summarise
-from tests.conftest import CUSTOMER_REPLY_INPUT
+from tests.conftest import CUSTOMER_REPLY_INPUT, wait_for
 from tests.integration.conftest import GOOD_OUTPUT, drafted, submit
-from workflows.models import DomainError, ReviewTask
+from workflows.models import AuditEvent, DomainError, ReviewTask
 
 
 def case(key, complaint, expect):
@@ -126,3 +126,33 @@ def test_two_runs_compared_case_by_case_regressions_first(demo, dataset):
     kinds = [(c.key, c.kind) for c in compare(before, after)]
     assert kinds == [("routine-00", "regression"), ("held-0", "new failure"), ("routine-01", "fixed"),
                      ("routine-02", "still passing")]
+
+
+def test_a_scheduled_re_run_detects_drift_and_tells_the_admins(worker, fake_model, demo, mailoutbox):
+    workflow = demo.workflows["customer-reply"]
+    dataset = services.dataset_for(workflow)
+    services.cases_import(dataset=dataset, text="\n".join(
+        case(f"tone-{i}", f"Parcel {i} broken. [[lane:auto]]", {"fields": {"tone": {"equals": "apologetic"}}})
+        for i in range(10)))
+    baseline = services.eval_run_here(workflow.current_version, dataset)
+    assert baseline.pass_rate == 1.0
+    # Same definition, same model name; the provider changed what answers to it.
+    fake_model.drifted.add("gpt-4o-mini")
+    from evals.tasks import drift_check
+
+    assert drift_check() == 1
+    run = EvalRun.objects.get(purpose="drift")
+    wait_for(lambda: AuditEvent.objects.filter(action="eval.drift_detected").exists(), timeout=60,
+             message="drift detected")
+    run.refresh_from_db()
+    assert run.pass_rate == 0.0
+    event = AuditEvent.objects.get(action="eval.drift_detected")
+    assert event.payload == {"run": run.pk, "previous_run": baseline.pk, "pass_rate": 0.0, "previous_pass_rate": 1.0}
+    # Compared in-process again (the worker already did, and e-mailed from its own process): the
+    # admins are told here too, and a steady re-run on an unchanged provider records nothing.
+    assert services.drift_compare(run.pk) == "drift"
+    assert mailoutbox[0].subject == "ReviewDesk: eval drift on Customer reply" and mailoutbox[0].to == ["wfadmin@example.com"]
+    fake_model.drifted.clear()
+    steady = services.eval_run_here(workflow.current_version, dataset)
+    EvalRun.objects.filter(pk=steady.pk).update(purpose="drift")
+    assert services.drift_compare(steady.pk) == "steady"
