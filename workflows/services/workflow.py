@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
+import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -88,6 +90,23 @@ def version_candidate(*, spec: WorkflowDefinition, source_yaml: str = "", actor=
         payload={"slug": spec.slug, "number": version.number, "definition_hash": digest, "note": note[:300]},
     )
     return version, True
+
+
+def version_from_threshold(*, version_id: int, auto_approve_at: float, actor, note: str = "") -> tuple[WorkflowVersion, bool]:
+    """A candidate equal to a version but for its auto-approve threshold (calibration's
+    recommendation). The YAML keeps its comments: only the threshold's line changes."""
+    base = WorkflowVersion.objects.get(pk=version_id)
+    threshold = round(float(auto_approve_at), 2)
+    if threshold < base.spec.routing.block_below:
+        raise DomainError(f"The threshold {threshold:.2f} is under block_below ({base.spec.routing.block_below:.2f}); "
+                          f"lower block_below in the editor first.")
+    source = base.source_yaml or yaml.safe_dump(base.definition, sort_keys=False, allow_unicode=True)
+    changed, count = re.subn(r"^(\s*auto_approve_at:\s*)[0-9.]+", rf"\g<1>{threshold:.2f}", source, count=1, flags=re.M)
+    if not count:
+        data = yaml.safe_load(source)
+        data.setdefault("routing", {})["auto_approve_at"] = threshold
+        changed = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return version_candidate(spec=parse_yaml(changed), source_yaml=changed, actor=actor, note=note)
 
 
 def version_publish(*, version_id: int, actor=None, reason: str = "", override: str = "",
