@@ -21,8 +21,9 @@ from workflows.models import Decision, DomainError, ReviewState, ReviewTask, Wor
 from workflows.roles import WORKFLOW_ADMIN, system_user
 from workflows.vocab import AuditAction
 
-from .expectations import CaseError, Outcome, check, parse_expectations
+from .expectations import CaseError, Outcome, check, judge_failures, parse_expectations
 from .jsonl import read_cases
+from .judge import trusted as judge_trusted
 from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunPurpose, RunState
 from .runner import evaluate
 
@@ -95,6 +96,8 @@ def case_from_review(*, task_id: int, user) -> Case:
     else:
         provenance, final = Provenance.REJECTED, ""
     expect: dict[str, Any] = {"schema_valid": True}
+    if spec.qa is not None:
+        expect["rubric"] = spec.qa.rubric  # the workflow's own grading rubric: the judge's measure
     if provenance == Provenance.REJECTED:
         expect["must_not_auto_approve"] = True
     else:
@@ -110,7 +113,7 @@ def case_from_review(*, task_id: int, user) -> Case:
             return Case.objects.create(
                 dataset=dataset, key=key, input=submission.data, expect=expect, note=note[:5000],
                 provenance=provenance, created_by=user, source_submission_id=submission.pk,
-                source_version_number=version.number,
+                source_version_number=version.number, reference_output=task.draft.content, reviewer_label=task.label,
             )
     except IntegrityError:
         raise DomainError("This decision is already a case in the dataset.") from None
@@ -141,7 +144,8 @@ def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None, ca
     return run
 
 
-def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list[str], result=None) -> CaseResult | None:
+def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list[str], result=None,
+                   judged: list[str] = ()) -> CaseResult | None:
     """Store one case's result and count it, once: a redelivered task finds it stored."""
     calls = result.calls if result is not None else ()
     with transaction.atomic():
@@ -154,6 +158,7 @@ def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list
                     prompt_tokens=sum(c.prompt_tokens for c in calls),
                     completion_tokens=sum(c.completion_tokens for c in calls),
                     cost_usd=outcome.cost_usd, latency_ms=outcome.latency_ms,
+                    judge_grade=outcome.judge_grade, judge_failures=list(judged),
                 )
         except IntegrityError:
             return None
@@ -212,12 +217,22 @@ def drift_compare(run_id: int) -> str:
     return "drift"
 
 
-def check_case(case: Case, outcome: Outcome) -> list[str]:
+def check_case(case: Case, outcome: Outcome, *, trust_judge: bool = False) -> tuple[list[str], list[str]]:
+    """(failures that count, what the judge held against the draft). The judge's count only
+    once its agreement with reviewers is shown (evals/judge.py)."""
     try:
         expect = parse_expectations(case.expect)
     except CaseError as exc:
-        return [f"the case's expectations are invalid: {exc}"]
-    return check(expect, outcome)
+        return [f"the case's expectations are invalid: {exc}"], []
+    judged = judge_failures(expect, outcome)
+    return check(expect, outcome) + (judged if trust_judge else []), judged
+
+
+def rubric_of(case: Case) -> str | None:
+    try:
+        return parse_expectations(case.expect).rubric
+    except CaseError:
+        return None
 
 
 
@@ -230,10 +245,13 @@ def eval_run_here(version: WorkflowVersion, dataset: Dataset, *, threads: int = 
     run = EvalRun.objects.create(version=version, dataset=dataset, total=len(cases))
     spec = version.spec
 
+    trust = judge_trusted(dataset)
+
     def one(case):
         try:
-            outcome, result = evaluate(spec, case.input)
-            eval_case_done(run=run, case=case, outcome=outcome, failures=check_case(case, outcome), result=result)
+            outcome, result = evaluate(spec, case.input, rubric=rubric_of(case))
+            failures, judged = check_case(case, outcome, trust_judge=trust)
+            eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
         finally:
             connection.close()  # each thread has its own connection
 

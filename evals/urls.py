@@ -17,5 +17,6 @@ urlpatterns = [
     path("<slug:slug>/versions/<int:number>/publish/", versions.version_publish, name="eval_version_publish"),
     path("<slug:slug>/versions/<int:number>/rollback/", versions.version_rollback, name="eval_version_rollback"),
     path("<slug:slug>/versions/<int:number>/dry-run/", versions.version_dry_run, name="eval_version_dry_run"),
+    path("<slug:slug>/datasets/<slug:name>/judge/", views.eval_measure_judge, name="eval_measure_judge"),
     path("<slug:slug>/datasets/<slug:name>/cases.jsonl", views.eval_dataset_export, name="eval_dataset_export"),
 ]

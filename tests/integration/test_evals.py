@@ -156,3 +156,38 @@ def test_a_scheduled_re_run_detects_drift_and_tells_the_admins(worker, fake_mode
     steady = services.eval_run_here(workflow.current_version, dataset)
     EvalRun.objects.filter(pk=steady.pk).update(purpose="drift")
     assert services.drift_compare(steady.pk) == "steady"
+
+
+def test_a_judge_rubric_counts_only_once_its_agreement_with_reviewers_is_shown(transactional_db, demo, fake_model):
+    """The fake judge grades by the [[qa-grade:G]] marker in the request it grades. 20 reviewed
+    cases: the judge agrees with the reviewer on 18 (90% >= 80%); then the rubric gates."""
+    from evals import judge
+    from evals.models import Case as CaseRow
+
+    workflow = demo.workflows["customer-reply"]
+    dataset = services.dataset_for(workflow)
+    rubric = "The reply apologises and offers a next step."
+    for i in range(20):
+        reviewer_ok = i % 2 == 0
+        judge_ok = reviewer_ok if i >= 2 else not reviewer_ok  # the first two: the judge disagrees
+        CaseRow.objects.create(
+            dataset=dataset, key=f"reviewed-{i:02d}", provenance=Provenance.CAPTURED,
+            input={**CUSTOMER_REPLY_INPUT, "complaint": f"Case {i}. [[qa-grade:{0.9 if judge_ok else 0.1}]]"},
+            expect={"rubric": rubric}, reference_output=GOOD_OUTPUT,
+            reviewer_label="unchanged" if reviewer_ok else "rejected")
+    services.cases_import(dataset=dataset, text=case(
+        "graded-low", "Parcel broken. [[qa-grade:0.2]] [[lane:blocking]]", {"rubric": rubric}))
+
+    before = services.eval_run_here(workflow.current_version, dataset)
+    low = before.results.get(case__key="graded-low")
+    assert low.passed and low.judge_grade == pytest.approx(0.2)
+    assert low.judge_failures == ["judge: grade 0.20 < 0.50: promises a refund the form does not allow"]
+    assert not judge.trusted(dataset)
+
+    agreement = judge.measure(dataset, actor=demo.users["wfadmin"])
+    assert (agreement.cases, agreement.agreed, agreement.rate) == (20, 18, 0.9) and judge.trusted(dataset)
+    assert agreement.details[0] == {"case": "reviewed-00", "reviewer": "acceptable", "judge": "not acceptable", "grade": 0.1}
+
+    after = services.eval_run_here(workflow.current_version, dataset)
+    low = after.results.get(case__key="graded-low")
+    assert not low.passed and low.failures == low.judge_failures
