@@ -8,7 +8,7 @@ from workflows.models import WorkflowVersion
 from workflows.selectors import daily_volume
 
 from . import maths
-from .selectors import LabelledDrafts, labelled_drafts
+from .selectors import LabelledDrafts, labelled_drafts, lane_mix
 
 # Thresholds the what-if table always shows beside the recommended and the current one.
 WHAT_IF_GRID = (0.70, 0.80, 0.85, 0.90, 0.95, 0.98)
@@ -30,6 +30,7 @@ class Report:
     curve: list[maths.Point]
     current: maths.Point | None
     what_if: list[maths.WhatIf]
+    lane_mix: list[dict]
 
     @property
     def table_points(self) -> list[maths.Point]:
@@ -45,6 +46,7 @@ class Report:
             ],
             "curve": [{"threshold": p.threshold, "coverage": p.coverage, "risk": p.risk, "risk_upper": p.risk_upper}
                       for p in maths.thin(self.curve)],
+            "lane_mix": self.lane_mix,
             "alpha": self.alpha,
             "recommended": self.recommendation.threshold,
             "current": self.auto_approve_at,
@@ -72,4 +74,5 @@ def build(version: WorkflowVersion, *, alpha: float, confidence: float = maths.D
         auroc=maths.auroc(data.scores, data.bad),
         curve=curve, current=_point_at(curve, routing.auto_approve_at),
         what_if=maths.what_if(curve, volume, grid),
+        lane_mix=lane_mix(version.workflow),
     )

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from workflows.denials import get_in_scope
 from workflows.labels import MATERIAL, Label
-from workflows.models import ReviewState, ReviewTask, Workflow, WorkflowVersion
+from workflows.models import Draft, Lane, ReviewState, ReviewTask, Workflow, WorkflowVersion
 from workflows.roles import COMPLIANCE, WORKFLOW_ADMIN, has_role
 
 
@@ -51,3 +55,15 @@ def labelled_drafts(version: WorkflowVersion) -> LabelledDrafts:
     for _, label, _ in rows:
         by_label[label] = by_label.get(label, 0) + 1
     return LabelledDrafts(scores, bad, weights, by_label, sampled=sum(1 for *_, s in rows if s))
+
+
+def lane_mix(workflow: Workflow, *, days: int = 30) -> list[dict]:
+    """Drafts per day and lane over the last `days` days, oldest first: [{day, auto_approve, ...}]."""
+    since = timezone.now() - timedelta(days=days)
+    rows = (Draft.objects.filter(submission__workflow_version__workflow=workflow, created_at__gte=since)
+            .annotate(day=TruncDate("created_at")).values("day", "lane").annotate(n=Count("id")).order_by("day"))
+    by_day: dict = {}
+    for row in rows:
+        entry = by_day.setdefault(row["day"], {"day": row["day"].isoformat(), **{lane: 0 for lane in Lane.values}})
+        entry[row["lane"]] = row["n"]
+    return list(by_day.values())

@@ -88,3 +88,25 @@ def calibration_csv(request, slug):
     for p in report.curve:
         writer.writerow([f"{p.threshold:.6f}", p.covered, p.bad, f"{p.coverage:.6f}", f"{p.risk:.6f}", f"{p.risk_upper:.6f}"])
     return response
+
+
+@role_required(WORKFLOW_ADMIN)
+@require_POST
+def apply_recommendation(request, slug):
+    """The recommended threshold as a candidate version: recomputed here from the labels (the
+    number in the form is never trusted), published only through the gate like any other."""
+    workflow, form, report = _report(request, slug)
+    if report is None or report.recommendation.threshold is None:
+        messages.error(request, "There is no recommendation to apply for these settings.")
+        return redirect("calibration_page", slug=slug)
+    try:
+        version, created = services.version_from_threshold(
+            version_id=report.version.pk, auto_approve_at=report.recommendation.threshold, actor=request.user,
+            note=f"calibration: {report.recommendation.sentence}"[:300])
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("calibration_page", slug=slug)
+    messages.success(request, f"Saved as candidate v{version.number} (auto-approve at "
+                     f"{version.spec.routing.auto_approve_at:.2f}). Run its eval and publish it from the versions page."
+                     if created else f"v{version.number} already has that threshold.")
+    return redirect("calibration_page", slug=slug)

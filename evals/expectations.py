@@ -75,6 +75,9 @@ class Expectations(BaseModel):
     lane: Literal["auto_approve", "async_review", "blocking_review"] | None = None
     must_not_auto_approve: bool = False
     max_cost_usd: float | None = Field(default=None, ge=0)
+    # Graded by a judge model (the workflow's QA model, else its model); counted in the pass
+    # rate only once the judge's agreement with reviewers is shown (evals/judge.py).
+    rubric: str | None = Field(default=None, min_length=1, max_length=4000)
 
 
 def parse_expectations(raw: Any) -> Expectations:
@@ -97,6 +100,8 @@ class Outcome:
     cost_usd: Decimal
     latency_ms: int
     failure: str = ""  # no model answered: why
+    judge_grade: float | None = None
+    judge_note: str = ""  # the judge's problems, or why it gave no grade
 
 
 def _number(value) -> float | None:
@@ -129,8 +134,22 @@ def _check_field(name: str, want: FieldExpectation, outcome: Outcome) -> list[st
     return failures
 
 
+JUDGE_PASS = 0.5
+
+
+def judge_failures(expect: Expectations, outcome: Outcome) -> list[str]:
+    """What the judge held against the draft (kept apart: it gates only once trusted)."""
+    if not expect.rubric or outcome.failure:
+        return []
+    if outcome.judge_grade is None:
+        return [f"judge: no grade ({outcome.judge_note or 'not asked'})"]
+    if outcome.judge_grade < JUDGE_PASS:
+        return [f"judge: grade {outcome.judge_grade:.2f} < {JUDGE_PASS:.2f}" + (f": {outcome.judge_note}" if outcome.judge_note else "")]
+    return []
+
+
 def check(expect: Expectations, outcome: Outcome) -> list[str]:
-    """Why the outcome fails its case; empty when it passes."""
+    """Why the outcome fails its case (the judge's rubric aside); empty when it passes."""
     if outcome.failure:
         return [f"no draft: {outcome.failure}"]
     failures = []

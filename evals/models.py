@@ -41,6 +41,10 @@ class Case(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     source_submission_id = models.BigIntegerField(null=True, blank=True)
     source_version_number = models.PositiveIntegerField(null=True, blank=True)
+    # For a case made from a review: the draft the reviewer judged, and their label. The judge's
+    # agreement with reviewers is measured on these (evals/judge.py).
+    reference_output = models.TextField(blank=True)
+    reviewer_label = models.CharField(max_length=20, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -68,8 +72,16 @@ class RunState(models.TextChoices):
     DONE = "done", "Done"
 
 
+class RunPurpose(models.TextChoices):
+    MANUAL = "manual", "run by hand"
+    DRY_RUN = "dry_run", "dry run"
+    GATE = "gate", "publish gate"
+    DRIFT = "drift", "scheduled drift check"
+
+
 class EvalRun(models.Model):
     version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="eval_runs")
+    purpose = models.CharField(max_length=20, choices=RunPurpose.choices, default=RunPurpose.MANUAL)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
     state = models.CharField(max_length=20, choices=RunState.choices, default=RunState.RUNNING)
     total = models.PositiveIntegerField(default=0)
@@ -102,9 +114,32 @@ class CaseResult(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     latency_ms = models.PositiveIntegerField(default=0)
+    judge_grade = models.FloatField(null=True, blank=True)
+    # What the judge held against the draft; in `failures` too only when the judge was trusted.
+    judge_failures = models.JSONField(default=list)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["run", "case__key"]
         # One result per case and run: a redelivered task cannot count a case twice.
         constraints = [models.UniqueConstraint(fields=["run", "case"], name="uniq_case_result")]
+
+
+class JudgeAgreement(models.Model):
+    """How often the judge model agreed with reviewers on a dataset's reviewed cases: the judge
+    grades each case's reference output (the draft the reviewer saw) against the case's rubric;
+    "acceptable" is a grade >= 0.5 against a reviewer label of unchanged or minor edit."""
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="judge_agreements")
+    model = models.CharField(max_length=200)
+    cases = models.PositiveIntegerField()
+    agreed = models.PositiveIntegerField()
+    details = models.JSONField(default=list)  # [{case, reviewer, judge, grade}]
+    measured_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    measured_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-measured_at"]
+
+    @property
+    def rate(self) -> float | None:
+        return self.agreed / self.cases if self.cases else None

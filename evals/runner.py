@@ -7,7 +7,7 @@ from typing import Any
 from workflows.definitions import WorkflowDefinition
 from workflows.forms import cleaned_to_json, step_form_class
 from workflows.pipeline.engines import default_engine
-from workflows.pipeline.run import run
+from workflows.pipeline.run import judge, run
 from workflows.pipeline.types import RunOptions
 from workflows.routing import route
 from workflows.vocab import Finding
@@ -37,7 +37,7 @@ def intake(spec: WorkflowDefinition, raw: Any) -> dict[str, Any]:
     return values
 
 
-def evaluate(spec: WorkflowDefinition, raw_input: Any, *, engine=None) -> tuple[Outcome, Any]:
+def evaluate(spec: WorkflowDefinition, raw_input: Any, *, engine=None, rubric: str | None = None) -> tuple[Outcome, Any]:
     """Draft one case and route it (never drawn for the audit sample). Returns the outcome in
     the terms expectations use, and the pipeline's DraftResult (None when the input was bad)."""
     try:
@@ -52,9 +52,14 @@ def evaluate(spec: WorkflowDefinition, raw_input: Any, *, engine=None) -> tuple[
                        cost_usd=result.cost_usd, latency_ms=result.latency_ms,
                        failure=f"{result.failure.kind}: {result.failure.detail}"[:500]), result
     decision = route(result.score, result.findings, spec.routing, draw=1.0)
+    grade, note, extra_cost = None, "", 0
+    if rubric:
+        verdict = judge(spec, values, result.content, rubric, engine=engine or default_engine())
+        grade, note = verdict.grade, verdict.error or "; ".join(verdict.problems)
+        extra_cost = sum(c.cost_usd for c in verdict.calls)
     outcome = Outcome(
         content=result.content, parsed=result.parsed, schema_valid=Finding.SCHEMA_INVALID not in result.findings,
-        lane=decision.lane, score=result.score, findings=tuple(result.findings), cost_usd=result.cost_usd,
-        latency_ms=result.latency_ms,
+        lane=decision.lane, score=result.score, findings=tuple(result.findings), cost_usd=result.cost_usd + extra_cost,
+        latency_ms=result.latency_ms, judge_grade=grade, judge_note=note[:1000],
     )
     return outcome, result

@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 
 from workflows.denials import get_in_scope
-from workflows.models import Workflow
+from workflows.models import Workflow, WorkflowVersion
 from workflows.roles import WORKFLOW_ADMIN, has_role
 
-from .models import Case, CaseResult, Dataset, EvalRun
+from .models import Case, CaseResult, Dataset, EvalRun, RunState
+from .services import DEFAULT_DATASET
 
 
 def workflows_for_evals(user) -> QuerySet[Workflow]:
@@ -46,3 +47,23 @@ def run_for(user, pk: int) -> EvalRun:
 def results_of(run: EvalRun) -> QuerySet[CaseResult]:
     """Failures first: they are what the reader came for."""
     return run.results.select_related("case").order_by("passed", "case__key")
+
+
+def version_for(workflow: Workflow, number) -> WorkflowVersion:
+    return get_in_scope(workflow.versions.all(), number=number)
+
+
+def versions_with_last_eval(workflow: Workflow) -> list[WorkflowVersion]:
+    """Every version, newest first, each with its last finished run on the gate dataset."""
+    versions = list(workflow.versions.select_related("created_by", "published_by").order_by("-number"))
+    runs = {}
+    for run in EvalRun.objects.filter(version__workflow=workflow, dataset__name=DEFAULT_DATASET, state=RunState.DONE,
+                                      total__gt=1).order_by("finished_at"):
+        runs[run.version_id] = run
+    for version in versions:
+        version.last_eval = runs.get(version.pk)
+    return versions
+
+
+def gate_cases(workflow: Workflow) -> QuerySet[Case]:
+    return Case.objects.filter(dataset__workflow=workflow, dataset__name=DEFAULT_DATASET).order_by("key")

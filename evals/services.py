@@ -3,20 +3,29 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from celery import current_app
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from workflows import audit
 from workflows.models import Decision, DomainError, ReviewState, ReviewTask, Workflow, WorkflowVersion
+from workflows.roles import WORKFLOW_ADMIN, system_user
+from workflows.vocab import AuditAction
 
-from .expectations import CaseError, Outcome, check, parse_expectations
+from .expectations import CaseError, Outcome, check, judge_failures, parse_expectations
 from .jsonl import read_cases
-from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunState
+from .judge import trusted as judge_trusted
+from .models import Case, CaseResult, Dataset, EvalRun, Provenance, RunPurpose, RunState
+from .runner import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,8 @@ def case_from_review(*, task_id: int, user) -> Case:
     else:
         provenance, final = Provenance.REJECTED, ""
     expect: dict[str, Any] = {"schema_valid": True}
+    if spec.qa is not None:
+        expect["rubric"] = spec.qa.rubric  # the workflow's own grading rubric: the judge's measure
     if provenance == Provenance.REJECTED:
         expect["must_not_auto_approve"] = True
     else:
@@ -102,7 +113,7 @@ def case_from_review(*, task_id: int, user) -> Case:
             return Case.objects.create(
                 dataset=dataset, key=key, input=submission.data, expect=expect, note=note[:5000],
                 provenance=provenance, created_by=user, source_submission_id=submission.pk,
-                source_version_number=version.number,
+                source_version_number=version.number, reference_output=task.draft.content, reviewer_label=task.label,
             )
     except IntegrityError:
         raise DomainError("This decision is already a case in the dataset.") from None
@@ -116,20 +127,25 @@ def _send_case(run_id: int, case_id: int) -> None:
 
 
 @transaction.atomic
-def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None) -> EvalRun:
+def eval_run_start(*, version: WorkflowVersion, dataset: Dataset, actor=None, cases=None,
+                   purpose: str = RunPurpose.MANUAL) -> EvalRun:
+    """Send every case of the dataset (or the given few: a dry run) to the workers."""
     if dataset.workflow_id != version.workflow_id:
         raise DomainError("That dataset belongs to another workflow.")
-    case_ids = list(dataset.cases.values_list("pk", flat=True))
+    case_ids = [c.pk for c in cases] if cases is not None else list(dataset.cases.values_list("pk", flat=True))
     if not case_ids:
         raise DomainError("The dataset has no cases yet.")
-    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(case_ids),
+    if cases is not None:
+        purpose = RunPurpose.DRY_RUN
+    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(case_ids), purpose=purpose,
                                  started_by=actor if actor is not None and actor.is_authenticated else None)
     for case_id in case_ids:
         transaction.on_commit(partial(_send_case, run.pk, case_id))
     return run
 
 
-def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list[str], result=None) -> CaseResult | None:
+def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list[str], result=None,
+                   judged: list[str] = ()) -> CaseResult | None:
     """Store one case's result and count it, once: a redelivered task finds it stored."""
     calls = result.calls if result is not None else ()
     with transaction.atomic():
@@ -142,20 +158,104 @@ def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list
                     prompt_tokens=sum(c.prompt_tokens for c in calls),
                     completion_tokens=sum(c.completion_tokens for c in calls),
                     cost_usd=outcome.cost_usd, latency_ms=outcome.latency_ms,
+                    judge_grade=outcome.judge_grade, judge_failures=list(judged),
                 )
         except IntegrityError:
             return None
         EvalRun.objects.filter(pk=run.pk).update(completed=F("completed") + 1, passed=F("passed") + (0 if failures else 1))
-        EvalRun.objects.filter(pk=run.pk, state=RunState.RUNNING, completed__gte=F("total")).update(
+        closed = EvalRun.objects.filter(pk=run.pk, state=RunState.RUNNING, completed__gte=F("total")).update(
             state=RunState.DONE, finished_at=timezone.now()
         )
+        if closed and run.purpose == RunPurpose.DRIFT:
+            # Exactly one call closes a run (the conditional UPDATE), so one check per drift run.
+            transaction.on_commit(partial(drift_compare, run.pk))
     return stored
 
 
-def check_case(case: Case, outcome: Outcome) -> list[str]:
+def drift_start_all() -> list[EvalRun]:
+    """Re-run each current version's gate dataset: a provider may change a model under the same
+    name, and the same version then answers differently (periodic, evals.tasks.drift_check)."""
+    runs = []
+    for workflow in Workflow.objects.filter(versions__published_at__isnull=False).distinct():
+        version = workflow.current_version
+        dataset = Dataset.objects.filter(workflow=workflow, name=DEFAULT_DATASET).first()
+        if version is None or dataset is None or not dataset.cases.exists():
+            continue
+        if EvalRun.objects.filter(version=version, dataset=dataset, purpose=RunPurpose.DRIFT, state=RunState.RUNNING).exists():
+            continue  # the last check is still running: one at a time
+        runs.append(eval_run_start(version=version, dataset=dataset, purpose=RunPurpose.DRIFT))
+    return runs
+
+
+def drift_compare(run_id: int) -> str:
+    """A finished drift run against the previous finished run of the same version and dataset:
+    a pass-rate drop beyond the margin is recorded and the workflow admins are told."""
+    run = EvalRun.objects.select_related("version__workflow", "dataset").get(pk=run_id)
+    previous = (EvalRun.objects.filter(version=run.version, dataset=run.dataset, state=RunState.DONE, total__gt=1)
+                .exclude(pk=run.pk).filter(finished_at__lte=run.finished_at).order_by("-finished_at").first())
+    if previous is None or previous.pass_rate is None or run.pass_rate is None:
+        return "no baseline"
+    drop = previous.pass_rate - run.pass_rate
+    if drop <= settings.REVIEWDESK_EVAL_MARGIN:
+        return "steady"
+    workflow = run.version.workflow
+    message = (f"{workflow.name} v{run.version.number} now passes {run.pass_rate:.1%} of its eval cases on "
+               f"{run.dataset.name}, against {previous.pass_rate:.1%} on {previous.finished_at:%Y-%m-%d %H:%M} UTC, with "
+               f"the same definition: the model behind it probably changed.")
+    with transaction.atomic():
+        audit.record(action=AuditAction.EVAL_DRIFT_DETECTED, obj=run.version, actor=system_user(),
+                     workflow_version=run.version,
+                     payload={"run": run.pk, "previous_run": previous.pk, "pass_rate": run.pass_rate,
+                              "previous_pass_rate": previous.pass_rate})
+    admins = get_user_model().objects.filter(is_active=True, groups__name=WORKFLOW_ADMIN).exclude(email="")
+    recipients = sorted(set(admins.values_list("email", flat=True)))
+    if recipients:
+        try:
+            send_mail(f"ReviewDesk: eval drift on {workflow.name}", message + f"\n\nRun #{run.pk}.", None, recipients)
+        except Exception:  # the event is recorded; a mail server that is down is logged
+            log.exception("could not e-mail %s about drift on %s", recipients, workflow.slug)
+    return "drift"
+
+
+def check_case(case: Case, outcome: Outcome, *, trust_judge: bool = False) -> tuple[list[str], list[str]]:
+    """(failures that count, what the judge held against the draft). The judge's count only
+    once its agreement with reviewers is shown (evals/judge.py)."""
     try:
         expect = parse_expectations(case.expect)
     except CaseError as exc:
-        return [f"the case's expectations are invalid: {exc}"]
-    return check(expect, outcome)
+        return [f"the case's expectations are invalid: {exc}"], []
+    judged = judge_failures(expect, outcome)
+    return check(expect, outcome) + (judged if trust_judge else []), judged
 
+
+def rubric_of(case: Case) -> str | None:
+    try:
+        return parse_expectations(case.expect).rubric
+    except CaseError:
+        return None
+
+
+
+def eval_run_here(version: WorkflowVersion, dataset: Dataset, *, threads: int = 8) -> EvalRun:
+    """An eval run in this process, cases in threads (the command line and the publish gate of
+    `load_workflows --publish`, where no page waits and a worker may not be up)."""
+    cases = list(dataset.cases.all())
+    if not cases:
+        raise DomainError("The dataset has no cases yet.")
+    run = EvalRun.objects.create(version=version, dataset=dataset, total=len(cases))
+    spec = version.spec
+
+    trust = judge_trusted(dataset)
+
+    def one(case):
+        try:
+            outcome, result = evaluate(spec, case.input, rubric=rubric_of(case))
+            failures, judged = check_case(case, outcome, trust_judge=trust)
+            eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        list(pool.map(one, cases))
+    run.refresh_from_db()
+    return run

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.contrib.auth import get_user_model
 from django.db import connection
 
 from . import services
-from .models import Case, CaseResult, EvalRun, RunState
+from .judge import measure
+from .models import Case, CaseResult, Dataset, EvalRun, RunState
 from .runner import evaluate
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,20 @@ def run_eval_case(run_id: int, case_id: int) -> None:
     spec = run.version.spec
     if not connection.in_atomic_block:
         connection.close()  # as generate_draft: no connection held across the model call
-    outcome, result = evaluate(spec, case.input)
-    services.eval_case_done(run=run, case=case, outcome=outcome, failures=services.check_case(case, outcome),
-                            result=result)
+    outcome, result = evaluate(spec, case.input, rubric=services.rubric_of(case))
+    failures, judged = services.check_case(case, outcome, trust_judge=services.judge_trusted(run.dataset))
+    services.eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
+
+
+@shared_task(name="evals.tasks.drift_check")
+def drift_check() -> int:
+    """Periodic: re-run each current version's eval (the comparison runs when the last case lands)."""
+    return len(services.drift_start_all())
+
+
+@shared_task(acks_late=True, name="evals.tasks.measure_judge")
+def measure_judge(dataset_id: int, user_id: int | None = None) -> None:
+    """The judge's agreement with reviewers on a dataset's reviewed cases (model calls: a task)."""
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is not None:
+        measure(dataset, actor=get_user_model().objects.filter(pk=user_id).first() if user_id else None)

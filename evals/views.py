@@ -11,12 +11,13 @@ from workflows.models import DomainError
 from workflows.roles import REVIEWER, WORKFLOW_ADMIN
 from workflows.views.common import render_page, role_required
 
-from . import selectors, services
+from . import judge, selectors, services
 from .expectations import CaseError
 from .forms import ImportForm, RunForm
 from .jsonl import write_cases
 from .models import RunState
 from .summary import compare, summarise
+from .tasks import measure_judge
 
 
 @role_required(WORKFLOW_ADMIN)
@@ -27,7 +28,12 @@ def eval_index(request):
 def _workflow_context(request, workflow, *, run_form=None, import_form=None):
     versions = list(workflow.versions.order_by("-number"))
     datasets = list(selectors.datasets_of(workflow))
+    for dataset in datasets:
+        dataset.judge = judge.latest(dataset)
+        dataset.judge_trusted = judge.trusted(dataset)
+        dataset.reviewed_with_rubric = len(judge.reviewed_cases(dataset))
     return {
+        "judge_min_cases": judge.MIN_CASES, "judge_min_agreement": judge.MIN_AGREEMENT,
         "workflow": workflow,
         "datasets": datasets,
         "runs": Paginator(selectors.runs_of(workflow), 20).get_page(request.GET.get("page")),
@@ -138,3 +144,16 @@ def eval_case_from_review(request, task_id):
     return redirect("review_detail", pk=task.pk)
 
 
+
+
+@role_required(WORKFLOW_ADMIN)
+@require_POST
+def eval_measure_judge(request, slug, name):
+    """Grade the dataset's reviewed cases with the judge, on a worker (model calls)."""
+    dataset = selectors.dataset_for(request.user, slug, name)
+    if not judge.reviewed_cases(dataset):
+        messages.error(request, "No reviewed case with a rubric in this dataset: add cases from reviews first.")
+    else:
+        measure_judge.delay(dataset.pk, request.user.pk)
+        messages.success(request, "The judge is grading the reviewed cases; its agreement appears here when done.")
+    return redirect("eval_workflow", slug=slug)

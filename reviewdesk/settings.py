@@ -292,6 +292,14 @@ REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300
 REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
 REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
+# The publish gate (issue 6): the function that measures a candidate before it is published
+# (evals/gate.py), and how far its eval's pass rate may fall below the current version's.
+REVIEWDESK_PUBLISH_GATE = env_str("REVIEWDESK_PUBLISH_GATE", "evals.gate.check")
+REVIEWDESK_EVAL_MARGIN = env_float("REVIEWDESK_EVAL_MARGIN", 0.05)
+# Seconds between scheduled re-runs of each current version's eval (drift). Default: a day.
+REVIEWDESK_DRIFT_CHECK_SECONDS = env_int("REVIEWDESK_DRIFT_CHECK_SECONDS", 86400, minimum=600)
+if not 0 <= REVIEWDESK_EVAL_MARGIN < 1:
+    raise ImproperlyConfiguredEnv(f"REVIEWDESK_EVAL_MARGIN={REVIEWDESK_EVAL_MARGIN} must be a share between 0 and 1.")
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
@@ -303,6 +311,9 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-submissions": {"task": "workflows.tasks.purge_expired_submissions", "schedule": 3600.0},
     # calibration/monitor.py: the live escape rate of each workflow from its reviewed audit sample.
     "quality-monitor": {"task": "calibration.tasks.quality_monitor", "schedule": 300.0},
+    # evals/services.py drift_start_all: the current versions' evals again, to catch a provider
+    # changing a model under the same name.
+    "eval-drift-check": {"task": "evals.tasks.drift_check", "schedule": float(REVIEWDESK_DRIFT_CHECK_SECONDS)},
 }
 
 LOGGING = {

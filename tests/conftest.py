@@ -54,7 +54,8 @@ def namespaced_settings(namespace: str, *, redis: bool) -> dict:
         "REVIEWDESK_NAMESPACE": namespace,
         "REVIEWDESK_LLM_QUEUE": f"{namespace}llm",
         "CELERY_TASK_DEFAULT_QUEUE": f"{namespace}celery",
-        "CELERY_TASK_ROUTES": {"workflows.tasks.generate_draft": {"queue": f"{namespace}llm"}},
+        "CELERY_TASK_ROUTES": {"workflows.tasks.generate_draft": {"queue": f"{namespace}llm"},
+                               "evals.tasks.run_eval_case": {"queue": f"{namespace}llm"}},
     }
     if redis:
         values["drafts_key_prefix"] = f"{namespace}reviewdesk"

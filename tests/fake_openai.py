@@ -23,7 +23,8 @@ form input it submits, exactly as a user would:
   [[qa-grade:G]]     a grading request (system prompt "You grade a draft") answers grade G
                      (default 0.9)
 Besides markers, ``FakeModel.down`` is a set of model names that answer HTTP 503 to everything,
-so a test can take a provider down and bring it back while submissions wait.
+so a test can take a provider down and bring it back while submissions wait, and
+``FakeModel.drifted`` a set of model names the provider changed silently (they answer "neutral").
 
 Failures, counted per marker and user message (so retries of one request see the sequence, and
 two tests using the same marker with different messages do not share it):
@@ -88,12 +89,15 @@ class FakeModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     seen: dict[str, int] = field(default_factory=dict)  # requests per (marker, user message)
     down: set[str] = field(default_factory=set)  # models answering 503 to every request
+    # Models the provider silently changed under the same name: they answer in a neutral tone.
+    drifted: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
             self.seen.clear()
             self.down.clear()
+            self.drifted.clear()
 
     def calls_for(self, needle: str) -> list[dict]:
         """Requests whose user message contains ``needle``."""
@@ -169,7 +173,8 @@ class FakeModel:
             greeting = name.group(1) if name else "customer"
             if "[[mangle]]" in user:  # a model that rewrites the placeholder it was given
                 greeting = greeting.title()
-            answer = {"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": "apologetic"}
+            tone = "neutral" if model in self.drifted else "apologetic"
+            answer = {"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": tone}
         tokens = json_tokens(answer)
         content = "".join(token for token, _ in tokens)
         uncertain = set(re.findall(r"\[\[uncertain:(\w+)\]\]", user))

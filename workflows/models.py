@@ -57,7 +57,16 @@ class Workflow(models.Model):
 
     @property
     def current_version(self) -> "WorkflowVersion | None":
-        return self.versions.order_by("-number").first()
+        """The one definition of "current": the version published last. Candidates are not."""
+        return self.versions.published().order_by("-published_at", "-number").first()
+
+
+class WorkflowVersionQuerySet(models.QuerySet):
+    def published(self):
+        return self.filter(published_at__isnull=False)
+
+    def candidates(self):
+        return self.filter(published_at__isnull=True)
 
 
 _SPECS: dict[tuple, object] = {}  # (version pk, definition hash) -> parsed definition
@@ -76,8 +85,17 @@ class WorkflowVersion(models.Model):
     source_yaml = models.TextField(blank=True)
     definition_hash = models.CharField(max_length=64)
     published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
-    published_at = models.DateTimeField(default=timezone.now)
+    # A version is a candidate until published (services.version_publish, through the eval
+    # gate); only its publication is ever written after creation, and only once.
+    published_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    # Why this version exists ("rollback to v2", "tone fix"), for the version list.
+    note = models.CharField(max_length=300, blank=True)
     history = HistoricalRecords()
+
+    objects = WorkflowVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["workflow", "-number"]
@@ -93,6 +111,10 @@ class WorkflowVersion(models.Model):
 
     def delete(self, *args, **kwargs):
         raise DomainError("A published workflow version cannot be deleted.")
+
+    @property
+    def is_candidate(self) -> bool:
+        return self.published_at is None
 
     @cached_property
     def spec(self):

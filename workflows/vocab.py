@@ -46,6 +46,10 @@ class AuditAction(StrEnum):
     OUTPUT_RELEASED = "output.released"
     OUTPUT_RETRACTED = "output.retracted"
     WORKFLOW_PUBLISHED = "workflow.published"
+    WORKFLOW_CANDIDATE_CREATED = "workflow.candidate_created"
+    WORKFLOW_PUBLISH_OVERRIDDEN = "workflow.publish_overridden"  # published although the gate refused
+    WORKFLOW_ROLLED_BACK = "workflow.rolled_back"
+    EVAL_DRIFT_DETECTED = "eval.drift_detected"  # the current version's scheduled eval fell beyond the margin  # an earlier definition copied as a new candidate
     AUDIT_EXPORTED = "audit.exported"
     EVIDENCE_EXPORTED = "evidence.exported"  # a submission's evidence bundle was downloaded
     AUDIT_VERIFIED = "audit.verified"  # a checkpoint: the verified head (workflows/audit_chain.py)

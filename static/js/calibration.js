@@ -9,6 +9,7 @@
     var data = JSON.parse(source.textContent);
     reliability(data);
     riskCoverage(data);
+    laneMix(data);
   }
 
   function canvasIn(id) {
@@ -114,6 +115,32 @@
         maintainAspectRatio: false, animation: false,
         scales: { x: percentAxis("Share auto-approved"), y: Object.assign(percentAxis("Escape rate"), { max: top }) },
         plugins: { legend: { labels: { usePointStyle: true } } }
+      }
+    });
+  }
+
+  // Stacked bars, one colour and one border style per lane, named in the legend and in order
+  // (auto at the bottom, blocking on top), with the numbers in the table under the chart.
+  function laneMix(data) {
+    var canvas = canvasIn("lane-mix-chart");
+    if (!canvas || !data.lane_mix.length) return;
+    var lanes = [
+      { key: "auto_approve", label: "Auto-approved", color: "#86efac", border: "#166534", dash: [] },
+      { key: "async_review", label: "Async review", color: "#93c5fd", border: "#075985", dash: [4, 2] },
+      { key: "blocking_review", label: "Blocking review", color: "#fca5a5", border: "#991b1b", dash: [1, 1] }
+    ];
+    new Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: data.lane_mix.map(function (d) { return d.day; }),
+        datasets: lanes.map(function (l) {
+          return { label: l.label, data: data.lane_mix.map(function (d) { return d[l.key]; }),
+                   backgroundColor: l.color, borderColor: l.border, borderWidth: 2, borderDash: l.dash };
+        })
+      },
+      options: {
+        maintainAspectRatio: false, animation: false,
+        scales: { x: { stacked: true }, y: { stacked: true, title: { display: true, text: "Drafts" }, beginAtZero: true } }
       }
     });
   }

@@ -45,6 +45,9 @@ def test_the_admin_reads_the_recommendation_and_both_charts(transactional_db, de
     page.locator("#risk-coverage-chart + details summary").click()
     expect(page.locator("#curve-csv")).to_be_visible()
     expect(page.locator("#what-if-table")).to_contain_text("recommended")
+    expect(page.locator("#lane-mix-chart canvas")).to_be_visible()
+    page.locator("#lane-mix-chart + details summary").click()
+    expect(page.locator("#lane-mix-table tbody tr").first).to_contain_text("1")
     assert errors == []
     _shot(page, "9-calibration")
     page.context.close()

@@ -10,9 +10,9 @@ from django.core.management import CommandError, call_command
 from evals import services
 from evals.models import Case, CaseResult, EvalRun, Provenance, RunState
 from evals.summary import compare, summarise
-from tests.conftest import CUSTOMER_REPLY_INPUT
+from tests.conftest import CUSTOMER_REPLY_INPUT, wait_for
 from tests.integration.conftest import GOOD_OUTPUT, drafted, submit
-from workflows.models import DomainError, ReviewTask
+from workflows.models import AuditEvent, DomainError, ReviewTask
 
 
 def case(key, complaint, expect):
@@ -126,3 +126,68 @@ def test_two_runs_compared_case_by_case_regressions_first(demo, dataset):
     kinds = [(c.key, c.kind) for c in compare(before, after)]
     assert kinds == [("routine-00", "regression"), ("held-0", "new failure"), ("routine-01", "fixed"),
                      ("routine-02", "still passing")]
+
+
+def test_a_scheduled_re_run_detects_drift_and_tells_the_admins(worker, fake_model, demo, mailoutbox):
+    workflow = demo.workflows["customer-reply"]
+    dataset = services.dataset_for(workflow)
+    services.cases_import(dataset=dataset, text="\n".join(
+        case(f"tone-{i}", f"Parcel {i} broken. [[lane:auto]]", {"fields": {"tone": {"equals": "apologetic"}}})
+        for i in range(10)))
+    baseline = services.eval_run_here(workflow.current_version, dataset)
+    assert baseline.pass_rate == 1.0
+    # Same definition, same model name; the provider changed what answers to it.
+    fake_model.drifted.add("gpt-4o-mini")
+    from evals.tasks import drift_check
+
+    assert drift_check() == 1
+    run = EvalRun.objects.get(purpose="drift")
+    wait_for(lambda: AuditEvent.objects.filter(action="eval.drift_detected").exists(), timeout=60,
+             message="drift detected")
+    run.refresh_from_db()
+    assert run.pass_rate == 0.0
+    event = AuditEvent.objects.get(action="eval.drift_detected")
+    assert event.payload == {"run": run.pk, "previous_run": baseline.pk, "pass_rate": 0.0, "previous_pass_rate": 1.0}
+    # Compared in-process again (the worker already did, and e-mailed from its own process): the
+    # admins are told here too, and a steady re-run on an unchanged provider records nothing.
+    assert services.drift_compare(run.pk) == "drift"
+    assert mailoutbox[0].subject == "ReviewDesk: eval drift on Customer reply" and mailoutbox[0].to == ["wfadmin@example.com"]
+    fake_model.drifted.clear()
+    steady = services.eval_run_here(workflow.current_version, dataset)
+    EvalRun.objects.filter(pk=steady.pk).update(purpose="drift")
+    assert services.drift_compare(steady.pk) == "steady"
+
+
+def test_a_judge_rubric_counts_only_once_its_agreement_with_reviewers_is_shown(transactional_db, demo, fake_model):
+    """The fake judge grades by the [[qa-grade:G]] marker in the request it grades. 20 reviewed
+    cases: the judge agrees with the reviewer on 18 (90% >= 80%); then the rubric gates."""
+    from evals import judge
+    from evals.models import Case as CaseRow
+
+    workflow = demo.workflows["customer-reply"]
+    dataset = services.dataset_for(workflow)
+    rubric = "The reply apologises and offers a next step."
+    for i in range(20):
+        reviewer_ok = i % 2 == 0
+        judge_ok = reviewer_ok if i >= 2 else not reviewer_ok  # the first two: the judge disagrees
+        CaseRow.objects.create(
+            dataset=dataset, key=f"reviewed-{i:02d}", provenance=Provenance.CAPTURED,
+            input={**CUSTOMER_REPLY_INPUT, "complaint": f"Case {i}. [[qa-grade:{0.9 if judge_ok else 0.1}]]"},
+            expect={"rubric": rubric}, reference_output=GOOD_OUTPUT,
+            reviewer_label="unchanged" if reviewer_ok else "rejected")
+    services.cases_import(dataset=dataset, text=case(
+        "graded-low", "Parcel broken. [[qa-grade:0.2]] [[lane:blocking]]", {"rubric": rubric}))
+
+    before = services.eval_run_here(workflow.current_version, dataset)
+    low = before.results.get(case__key="graded-low")
+    assert low.passed and low.judge_grade == pytest.approx(0.2)
+    assert low.judge_failures == ["judge: grade 0.20 < 0.50: promises a refund the form does not allow"]
+    assert not judge.trusted(dataset)
+
+    agreement = judge.measure(dataset, actor=demo.users["wfadmin"])
+    assert (agreement.cases, agreement.agreed, agreement.rate) == (20, 18, 0.9) and judge.trusted(dataset)
+    assert agreement.details[0] == {"case": "reviewed-00", "reviewer": "acceptable", "judge": "not acceptable", "grade": 0.1}
+
+    after = services.eval_run_here(workflow.current_version, dataset)
+    low = after.results.get(case__key="graded-low")
+    assert not low.passed and low.failures == low.judge_failures

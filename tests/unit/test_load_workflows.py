@@ -12,10 +12,25 @@ from workflows.models import AuditEvent, DomainError, Workflow, WorkflowVersion
 pytestmark = pytest.mark.django_db
 
 
-def _load(*paths) -> tuple[str, str]:
+def _load(*paths, publish=True) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
-    call_command("load_workflows", *map(str, paths), stdout=out, stderr=err)
+    call_command("load_workflows", *map(str, paths), *(["--publish"] if publish else []), stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
+
+
+def test_without_publish_a_changed_file_is_a_candidate_and_submitters_keep_the_current(reply_file):
+    _load(reply_file)
+    reply_file.write_text(reply_file.read_text().replace("auto_approve_at: 0.90", "auto_approve_at: 0.93"))
+    out, _ = _load(reply_file, publish=False)
+    assert "customer-reply v2 candidate" in out
+    workflow = Workflow.objects.get(slug="customer-reply")
+    assert workflow.current_version.number == 1
+    assert workflow.versions.candidates().get().number == 2
+    assert AuditEvent.objects.filter(action="workflow.candidate_created").count() == 2
+    # Loading it again finds the same candidate; publishing it then makes it current.
+    assert "v2 candidate (unchanged)" in _load(reply_file, publish=False)[0]
+    assert "v2 published" in _load(reply_file)[0]
+    assert Workflow.objects.get(slug="customer-reply").current_version.number == 2
 
 
 @pytest.fixture
@@ -83,7 +98,7 @@ def test_bad_file_exits_with_an_error_naming_the_key(tmp_path, reply_file):
     bad.write_text(demo_yaml("customer-reply").replace("type: decimal", "type: money"), encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(CommandError, match="1 definition"):
-        call_command("load_workflows", str(bad), str(reply_file), stdout=out, stderr=err)
+        call_command("load_workflows", str(bad), str(reply_file), "--publish", stdout=out, stderr=err)
     assert f"{bad}: form.steps[1].fields[1].type:" in err.getvalue()
     # The good file beside it is still published; the bad one published nothing.
     assert "customer-reply v1 published" in out.getvalue()
@@ -155,7 +170,7 @@ def test_non_utf8_file_is_refused_with_a_message(tmp_path, reply_file):
     bad.write_bytes(demo_yaml("customer-reply").replace("Customer reply", "Réponse client").encode("latin-1"))
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(CommandError, match="1 definition"):
-        call_command("load_workflows", str(bad), str(reply_file), stdout=out, stderr=err)
+        call_command("load_workflows", str(bad), str(reply_file), "--publish", stdout=out, stderr=err)
     assert f"{bad}: not UTF-8 text" in err.getvalue()
     assert "customer-reply v1 published" in out.getvalue()
 

@@ -10,6 +10,7 @@ anything outside the user's scope, and LOGIN for "redirected to the login page".
 """
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 import pytest
@@ -17,6 +18,8 @@ from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from evals import services as evals
+from evals.models import EvalRun
 from workflows import services
 from workflows.models import AuditEvent, ReviewState, ReviewTask, Submission, SubmissionState
 
@@ -73,6 +76,31 @@ MATRIX = [
     ("audit_export",        "GET",  "/audit/export/?format=csv",            (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
     ("audit_export",        "GET",  "/audit/export/?format=pdf",            (LOGIN, 404, 404, 404, 404, 404, 400, 404)),
     ("audit_export_manifest", "GET", "/audit/export/manifest/?format=jsonl", (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
+    # Calibration (workflow admins act, compliance reads) and evals (workflow admins).
+    ("calibration_index",   "GET",  "/calibration/",                        (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("calibration_page",    "GET",  "/calibration/customer-reply/",         (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("calibration_csv",     "GET",  "/calibration/customer-reply/curve.csv", (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("calibration_apply",   "POST", "/calibration/customer-reply/apply/",   (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("automation_stop",     "POST", "/calibration/customer-reply/stop/",    (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("automation_resume",   "POST", "/calibration/customer-reply/resume/",  (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("eval_index",          "GET",  "/evals/",                              (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_workflow",       "GET",  "/evals/customer-reply/",               (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_run_create",     "POST", "/evals/customer-reply/run/",           (LOGIN, 404, 404, 404, 404, 404, 404, 400)),
+    ("eval_import",         "POST", "/evals/customer-reply/import/",        (LOGIN, 404, 404, 404, 404, 404, 404, 400)),
+    ("eval_dataset",        "GET",  "/evals/customer-reply/datasets/default/", (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_dataset_export", "GET",  "/evals/customer-reply/datasets/default/cases.jsonl", (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_measure_judge",  "POST", "/evals/customer-reply/datasets/default/judge/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("eval_run",            "GET",  "/evals/runs/{run}/",                   (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_compare",        "GET",  "/evals/runs/{run}/compare/{run}/",     (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_case_from_review", "POST", "/evals/from-review/{task_a}/",      (LOGIN, 404, 404, 302, 404, 302, 404, 404)),
+    ("eval_case_from_review", "POST", "/evals/from-review/{task_b}/",      (LOGIN, 404, 404, 404, 302, 404, 404, 404)),
+    ("eval_versions",       "GET",  "/evals/customer-reply/versions/",      (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_version_editor", "GET",  "/evals/customer-reply/versions/edit/", (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_version_editor", "POST", "/evals/customer-reply/versions/edit/", (LOGIN, 404, 404, 404, 404, 404, 404, 400)),
+    ("eval_version_check",  "POST", "/evals/customer-reply/versions/check/", (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("eval_version_publish", "POST", "/evals/customer-reply/versions/1/publish/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("eval_version_rollback", "POST", "/evals/customer-reply/versions/1/rollback/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("eval_version_dry_run", "POST", "/evals/customer-reply/versions/1/dry-run/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
 ]
 # Names deliberately outside this matrix: the Django admin is not part of normal operation.
 NOT_IN_MATRIX = {"admin"}
@@ -87,7 +115,11 @@ def world(people, routed):
     services.generation_claim(submission_id=sub_fail.pk)
     services.generation_fail(submission_id=sub_fail.pk, attempt=1, kind="provider_unavailable", reason="503")
     task = lambda s: ReviewTask.objects.get(submission=s).pk  # noqa: E731
+    dataset = evals.dataset_for(sub_a.workflow_version.workflow)
+    evals.cases_import(dataset=dataset, text=json.dumps({"id": "one", "input": sub_a.data, "expect": {}}))
+    run = EvalRun.objects.create(version=sub_a.workflow_version, dataset=dataset, total=1)
     return {
+        "run": run.pk,
         "sub_a": sub_a.pk, "sub_b": sub_b.pk, "sub_dual": sub_dual.pk, "sub_fail": sub_fail.pk,
         "task_a": task(sub_a), "task_b": task(sub_b), "task_dual": task(sub_dual),
     }

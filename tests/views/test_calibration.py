@@ -6,11 +6,14 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 
 from calibration import maths
 from calibration.selectors import labelled_drafts
+from tests.labelled import labelled_history
 from workflows import services
+from workflows.labels import Label
 from workflows.models import ReviewTask
 
 from .conftest import DRAFT_CONTENT
@@ -118,3 +121,26 @@ def test_stop_and_resume_from_the_page(client_for, people):
         assert client_for(who).post(URL + "resume/", {"reason": "x"}).status_code == 404
     assert client.get(URL + "resume/").status_code == 405
     assert "Running:" in client.post(URL + "resume/", {"reason": "Checked."}, follow=True).content.decode()
+
+
+def test_applying_a_recommendation_saves_a_candidate_not_a_publication(client_for, demo):
+    rng = np.random.default_rng(4)
+    scores = rng.beta(5, 2, 2000)
+    bad = rng.random(2000) < 1 / (1 + np.exp(15 * (scores - 0.6)))
+    labelled_history(demo.version("customer-reply"), demo.users["submitter"], scores,
+                     [Label.REJECTED if b else Label.UNCHANGED for b in bad])
+    client = client_for("wfadmin")
+    page = client.get(URL + "?alpha=5").content.decode()
+    assert 'id="apply-form"' in page
+    response = client.post(URL + "apply/?version=1&alpha=5", follow=True)
+    html = response.content.decode()
+    assert "Saved as candidate v2" in html
+    workflow = demo.workflows["customer-reply"]
+    v2 = workflow.versions.get(number=2)
+    assert v2.is_candidate and workflow.current_version.number == 1
+    rec = v2.spec.routing.auto_approve_at
+    assert 0.6 <= rec < 0.9 and f"auto_approve_at: {rec:.2f}" in v2.source_yaml
+    assert v2.note.startswith("calibration: at ")
+    # Compliance reads the page but cannot apply; a bad alpha is refused.
+    assert client_for("compliance").post(URL + "apply/?version=1&alpha=5").status_code == 404
+    assert "no recommendation" in client.post(URL + "apply/?version=1&alpha=0.1", follow=True).content.decode()

@@ -359,6 +359,33 @@ def _request(ctx: _Run, prompt: RenderedPrompt, model: str, purpose: CallPurpose
     )
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """A judge model's grade of a draft against a rubric (evals: a case's rubric)."""
+    grade: float | None
+    problems: tuple[str, ...]
+    calls: tuple[CallRecord, ...]
+    error: str = ""
+
+
+def judge(spec: WorkflowDefinition, values: dict[str, Any], content: str, rubric: str, *, engine: Engine,
+          model: str | None = None) -> Judgement:
+    """Grade `content` against `rubric` with the same grading prompt as the QA stage. Personal
+    data is redacted from the request and the draft first, as for every call that leaves."""
+    redaction = redact_stage(spec, values)
+    prompt = render_stage(spec, redaction.values, "")
+    ctx = _Run(spec, engine, redaction, prompt, input_text="",
+               deadline=time.monotonic() + settings.REVIEWDESK_RUN_BUDGET_SECONDS)
+    grading = RenderedPrompt(system=_QA_SYSTEM,
+                             user=f"Rubric:\n{rubric}\n\nRequest:\n{prompt.user}\n\nDraft:\n{redaction.mask(content)}")
+    chosen = model or (spec.qa.model if spec.qa else spec.model.name)
+    try:
+        grade, problems = _parse_grade(call_stage(ctx, grading, [chosen], CallPurpose.QA).content)
+    except (_AllModelsFailed, ValueError, KeyError, TypeError) as exc:
+        return Judgement(None, (), tuple(ctx.calls), error=_without_nul(str(exc))[:300])
+    return Judgement(grade, tuple(_without_nul(p)[:500] for p in problems[:10]), tuple(ctx.calls))
+
+
 def _parse_grade(content: str) -> tuple[float, list[str]]:
     data = json.loads(content)
     if isinstance(data["grade"], bool) or not isinstance(data["grade"], (int, float)):

@@ -14,9 +14,23 @@ from .drafts import (
 )
 from .retention import erase_submissions_of, expired_submission_ids, legal_hold_set, purge_expired
 from .reviews import review_approve, review_claim, review_refusal, review_regenerate, review_reject, review_release
-from .workflow import workflow_hold, workflow_publish, workflow_publish_yaml, workflow_resume
+from .workflow import (
+    GateResult,
+    PublishRefused,
+    run_publish_gate,
+    version_candidate,
+    version_from_threshold,
+    version_publish,
+    version_rollback,
+    workflow_hold,
+    workflow_publish,
+    workflow_publish_yaml,
+    workflow_resume,
+)
 
 __all__ = [
+    "GateResult",
+    "PublishRefused",
     "draft_record",
     "erase_submissions_of",
     "expired_submission_ids",
@@ -34,6 +48,11 @@ __all__ = [
     "review_release",
     "submission_create",
     "submission_retry",
+    "run_publish_gate",
+    "version_candidate",
+    "version_from_threshold",
+    "version_publish",
+    "version_rollback",
     "workflow_hold",
     "workflow_publish",
     "workflow_publish_yaml",

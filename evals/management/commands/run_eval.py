@@ -7,14 +7,11 @@ prints the number of cases and the pass rate. Exits non-zero only below --fail-u
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 
 from evals import services
 from evals.models import Dataset, EvalRun, RunState
-from evals.runner import evaluate
 from evals.summary import summarise
 from workflows.models import DomainError, Workflow
 
@@ -64,7 +61,10 @@ class Command(BaseCommand):
         except DomainError as exc:
             raise CommandError(str(exc)) from None
         if in_process:
-            run = self._in_process(chosen, data, threads)
+            try:
+                run = services.eval_run_here(chosen, data, threads=threads)
+            except DomainError as exc:
+                raise CommandError(str(exc)) from None
         else:
             self._wait(run, timeout)
         summary = summarise(run)
@@ -91,23 +91,3 @@ class Command(BaseCommand):
                 raise CommandError(f"{run.completed} of {run.total} cases done after {timeout:g} s: is a worker "
                                    f"consuming the llm queue? (or use --in-process)")
             time.sleep(0.5)
-
-    def _in_process(self, version, dataset, threads: int) -> EvalRun:
-        run = EvalRun.objects.create(version=version, dataset=dataset, total=dataset.cases.count())
-        cases = list(dataset.cases.all())
-        if not cases:
-            raise CommandError("The dataset has no cases yet.")
-        spec = version.spec
-
-        def one(case):
-            try:
-                outcome, result = evaluate(spec, case.input)
-                services.eval_case_done(run=run, case=case, outcome=outcome,
-                                        failures=services.check_case(case, outcome), result=result)
-            finally:
-                connection.close()  # each thread has its own connection
-
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            list(pool.map(one, cases))
-        run.refresh_from_db()
-        return run

@@ -25,7 +25,8 @@ class Command(BaseCommand):
         User = get_user_model()
         for role in (SUBMITTER, REVIEWER, COMPLIANCE, WORKFLOW_ADMIN):
             Group.objects.get_or_create(name=role)
-        call_command("load_workflows", str(DEMO_WORKFLOWS), stdout=self.stdout)
+        call_command("load_workflows", str(DEMO_WORKFLOWS), "--publish", "--reason", "demo workflows",
+                     stdout=self.stdout)
         for username, groups in DEMO_USERS.items():
             user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
             if created:
