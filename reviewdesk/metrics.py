@@ -187,7 +187,13 @@ def _refusal(request) -> HttpResponse | None:
     if not token:
         if settings.DEBUG:
             return None
-        # Production without a token: the endpoint is off, and says nothing about itself.
+        # Production without a token: the endpoint is off, and says nothing about itself. A
+        # signed-in user gets the app's usual refusal (a 404 recorded as auth.denied).
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            from workflows.denials import OutOfScope
+
+            raise OutOfScope("metrics")
         return HttpResponse("Not Found", status=404, content_type="text/plain")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
