@@ -53,3 +53,44 @@ def _warm_up_pii_detector(**kwargs):
         pii_detect.analyzer()
     except Exception:  # the first task will build it (and fail visibly) instead
         logging.getLogger(__name__).warning("PII detector warm-up failed", exc_info=True)
+
+
+# --- traces (issue 9) ----------------------------------------------------------------------
+
+_tracing_configured = False
+
+
+def configure_tracing(*, exporter=None) -> bool:
+    """Send OpenTelemetry traces of each draft when OTEL_EXPORTER_OTLP_ENDPOINT is set (or an
+    ``exporter`` is given, as the tests do); returns whether tracing is on. The exporter is the
+    SDK's OTLP/HTTP one, which reads the endpoint and the other OTEL_* variables itself. Spans
+    are batched in a background thread, which the SDK restarts in forked pool processes."""
+    global _tracing_configured
+    from django.conf import settings
+
+    from workflows.pipeline import tracing
+
+    if _tracing_configured:
+        return tracing.enabled()
+    if exporter is None and not settings.OTEL_EXPORTER_OTLP_ENDPOINT:
+        return False
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if exporter is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.OTEL_SERVICE_NAME}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    tracing.use_tracer_provider(provider)
+    _tracing_configured = True
+    return True
+
+
+@worker_init.connect
+def _start_tracing(**kwargs):
+    configure_tracing()

@@ -325,3 +325,31 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("REVIEWDESK_LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
 }
+
+# --- Metrics, logs and traces (issue 9; docs/ARCHITECTURE.md "Metrics, logs and traces") ------
+# django-prometheus times every request (its middleware goes first and last); GET /metrics
+# (reviewdesk/metrics.py) adds ReviewDesk's own metrics, read from the database at scrape time.
+INSTALLED_APPS += ["django_prometheus"]
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    *MIDDLEWARE,
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+# Bearer token Prometheus sends to GET /metrics. Unset: 404 in production, open with DEBUG only.
+REVIEWDESK_METRICS_TOKEN = env_str("REVIEWDESK_METRICS_TOKEN", "")
+if REVIEWDESK_METRICS_TOKEN and len(REVIEWDESK_METRICS_TOKEN) < 16:
+    raise ImproperlyConfiguredEnv("REVIEWDESK_METRICS_TOKEN must be at least 16 characters.")
+# plain: readable lines (development); json: one JSON object per line through structlog
+# (production). Both carry the request id.
+REVIEWDESK_LOG_FORMAT = env_str("REVIEWDESK_LOG_FORMAT", "plain" if DEBUG else "json").lower()
+if REVIEWDESK_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfiguredEnv(f"REVIEWDESK_LOG_FORMAT={REVIEWDESK_LOG_FORMAT!r} must be plain or json.")
+LOGGING["formatters"]["json"] = {"()": "reviewdesk.logs.json_formatter"}
+LOGGING["handlers"]["console"]["formatter"] = REVIEWDESK_LOG_FORMAT
+from .logs import configure_structlog  # noqa: E402
+
+configure_structlog()
+# OpenTelemetry traces of each draft (reviewdesk/tracing.py), sent over OTLP/HTTP when an
+# endpoint is set; the exporter reads the other OTEL_* variables itself. Unset: no tracing.
+OTEL_EXPORTER_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "reviewdesk")

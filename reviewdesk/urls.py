@@ -5,6 +5,8 @@ from django.urls import include, path
 
 from workflows.views.accounts import LoginView
 
+from .metrics import metrics
+
 urlpatterns = [
     path("accounts/login/", LoginView.as_view(), name="login"),
     # Logging out must work without a session too: an expired session's logout button would
@@ -13,5 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("calibration/", include("calibration.urls")),
     path("evals/", include("evals.urls")),
+    # Prometheus (issue 9): bearer token in production, see reviewdesk/metrics.py.
+    path("metrics", metrics, name="metrics"),
     path("", include("workflows.urls")),
 ]

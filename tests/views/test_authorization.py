@@ -35,6 +35,8 @@ MATRIX = [
     ("home",                "GET",  "/",                                    (LOGIN, 200, 200, 200, 200, 200, 200, 200)),
     ("healthz",             "GET",  "/healthz",                             (200,   200, 200, 200, 200, 200, 200, 200)),
     ("readyz",              "GET",  "/readyz",                              (200,   200, 200, 200, 200, 200, 200, 200)),
+    # Production settings without REVIEWDESK_METRICS_TOKEN: off for everyone, a session included.
+    ("metrics",             "GET",  "/metrics",                             (404,   404, 404, 404, 404, 404, 404, 404)),
     ("login",               "GET",  "/accounts/login/",                     (200,   200, 200, 200, 200, 200, 200, 200)),
     ("logout",              "POST", "/accounts/logout/",                    (302,   302, 302, 302, 302, 302, 302, 302)),
     ("submission_new",      "GET",  "/workflows/customer-reply/new/",       (LOGIN, 200, 200, 404, 404, 200, 404, 404)),

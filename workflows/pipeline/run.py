@@ -22,6 +22,7 @@ from ..jsonvalues import map_strings
 from ..vocab import ALWAYS_BLOCKING, CallPurpose, FailureKind, Finding
 from . import cache, confidence, pii, pricing
 from .prompts import RenderedPrompt, as_text, render_prompt
+from .tracing import stage
 from .types import (
     Attempt,
     CallRecord,
@@ -105,6 +106,7 @@ class _Scored:
         )
 
 
+@stage("run", attributes=lambda spec, *args, **kwargs: {"reviewdesk.workflow": spec.slug})
 def run(
     spec: WorkflowDefinition,
     values: dict[str, Any],
@@ -147,24 +149,29 @@ def run(
 # --- stages, in order ----------------------------------------------------------------------
 
 
+@stage("redact")
 def redact_stage(spec: WorkflowDefinition, values: dict[str, Any]) -> pii.Redaction:
     return pii.redact(spec, values)
 
 
+@stage("cache_lookup")
 def cache_lookup_stage(ctx: _Run, options: RunOptions) -> EngineReply | None:
     if not (options.use_cache and cache.cacheable(ctx.spec)):
         return None
     return cache.lookup(cache.key_for(ctx.spec, ctx.prompt, ctx.models[0]))
 
 
+@stage("budget_check")
 def budget_check_stage(spec: WorkflowDefinition) -> None:
     """Budgets arrive with the cost issue; until then nothing stops a call here."""
 
 
+@stage("render")
 def render_stage(spec: WorkflowDefinition, redacted_values: dict[str, Any], feedback: str) -> RenderedPrompt:
     return render_prompt(spec, redacted_values, feedback=feedback)
 
 
+@stage("call")
 def call_stage(ctx: _Run, prompt: RenderedPrompt, models: list[str], purpose: CallPurpose) -> EngineReply:
     """Try each model in turn (primary, then the fallbacks); the engine retries within one."""
     failures: list[ModelUnavailable] = []
@@ -184,11 +191,13 @@ def call_stage(ctx: _Run, prompt: RenderedPrompt, models: list[str], purpose: Ca
     raise _AllModelsFailed(failures)
 
 
+@stage("restore")
 def restore_stage(ctx: _Run, content: str) -> str:
     # PostgreSQL text and jsonb cannot hold NUL; a model can emit one, raw or as \u0000 in JSON.
     return _without_nul(pii.restore(content, ctx.redaction, is_json=ctx.spec.output.format == "json"))
 
 
+@stage("validate")
 def validate_stage(ctx: _Run, reply: EngineReply, content: str) -> Validation:
     spec = ctx.spec
     validation = validate_output(spec, content)
@@ -205,12 +214,14 @@ def validate_stage(ctx: _Run, reply: EngineReply, content: str) -> Validation:
     return validation
 
 
+@stage("finish")
 def finish_stage(ctx: _Run, reply: EngineReply) -> _Scored:
     """restore -> validate -> score, for one answer."""
     content = restore_stage(ctx, reply.content)
     return score_stage(ctx, reply, content, validate_stage(ctx, reply, content))
 
 
+@stage("repair")
 def repair_stage(ctx: _Run, attempt: _Scored) -> _Scored | None:
     """One regeneration with the validation error fed back (parse or schema failures only)."""
     if not ctx.has_time_for_a_call():
@@ -229,6 +240,7 @@ def repair_stage(ctx: _Run, attempt: _Scored) -> _Scored | None:
         return None
 
 
+@stage("agreement")
 def agreement_stage(ctx: _Run, attempt: _Scored, models: list[str]) -> _Scored:
     """Certainty for providers without logprobs: draw a second sample and compare the two."""
     reply = attempt.reply
@@ -254,6 +266,7 @@ def agreement_stage(ctx: _Run, attempt: _Scored, models: list[str]) -> _Scored:
     return _rescore(ctx, attempt, agreement=value)
 
 
+@stage("qa")
 def qa_stage(ctx: _Run, attempt: _Scored) -> _Scored:
     """The optional grading call: a second model grades the draft against the input and the
     rubric. It sees the redacted input and the draft as the model wrote it (placeholders, not
@@ -286,6 +299,7 @@ def qa_stage(ctx: _Run, attempt: _Scored) -> _Scored:
                                                          "qa_signal": {"grade": grade, "problems": problems[:10]}})
 
 
+@stage("score")
 def score_stage(ctx: _Run, reply: EngineReply, content: str, validation: Validation, *, qa_grade=None,
                 agreement=None) -> _Scored:
     spec = ctx.spec
@@ -296,6 +310,7 @@ def score_stage(ctx: _Run, reply: EngineReply, content: str, validation: Validat
     return _Scored(reply=reply, content=content, validation=validation, score=value, components=components)
 
 
+@stage("cascade")
 def cascade_stage(ctx: _Run) -> _Scored | None:
     """Re-draft once with model.escalate_to before a human sees a weak draft."""
     if not ctx.has_time_for_a_call():
@@ -308,6 +323,7 @@ def cascade_stage(ctx: _Run) -> _Scored | None:
     return qa_stage(ctx, agreement_stage(ctx, attempt, models))
 
 
+@stage("cache_store")
 def cache_store_stage(ctx: _Run, attempt: _Scored, options: RunOptions) -> None:
     # Only the primary model's answer is stored under the primary's key: a fallback's answer
     # would keep being served after the primary is back. The QA grade and the agreement go

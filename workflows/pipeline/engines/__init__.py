@@ -2,9 +2,13 @@
 client and the offline draft engine. ``default_engine()`` picks by configuration."""
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 
-from ..types import Engine
+from ..types import CallRecord, Engine
+
+call_log = logging.getLogger("workflows.pipeline.model_call")
 
 
 def engine_name() -> str:
@@ -31,3 +35,17 @@ def model_available(model: str) -> bool:
     from .breaker import any_circuit_allows
 
     return any_circuit_allows([model])
+
+
+def log_call(call: CallRecord) -> None:
+    """One log line per model request, written when it ends, in the thread that sent it: it
+    carries the request id of the web request that started the task (reviewdesk/logs.py), and
+    its facts as keys of the JSON line."""
+    call_log.info(
+        "model call %s (%s) %s in %d ms, %d+%d tokens", call.model_requested, call.purpose, call.outcome,
+        call.latency_ms, call.prompt_tokens, call.completion_tokens,
+        extra={"engine": call.engine, "model": call.model_requested, "model_reported": call.model_reported,
+               "purpose": str(call.purpose), "outcome": str(call.outcome), "latency_ms": call.latency_ms,
+               "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+               "http_status": call.http_status},
+    )

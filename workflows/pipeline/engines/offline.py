@@ -15,6 +15,7 @@ from typing import Any
 from ...vocab import CallOutcome
 from ..prompts import as_text
 from ..types import CallRecord, EngineReply, ModelRequest
+from . import log_call
 
 ENGINE = "offline"
 MODEL = "offline-template-v1"
@@ -86,6 +87,7 @@ class OfflineEngine:
             completion_tokens=words_out,
             latency_ms=int((time.monotonic() - started) * 1000),
         )
+        log_call(call)
         return EngineReply(
             engine=ENGINE,
             model_requested=request.model,

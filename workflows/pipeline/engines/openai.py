@@ -40,7 +40,7 @@ from django.conf import settings
 
 from ...vocab import CallOutcome
 from ..types import CallRecord, EngineReply, ModelRequest, ModelUnavailable, TokenLogprob
-from . import breaker, compat
+from . import breaker, compat, log_call
 
 ENGINE = "openai"
 BACKOFF_BASE_SECONDS = 0.5  # the first retry waits 0.25-0.5 s, the second 0.5-1 s, ...
@@ -236,6 +236,7 @@ class _Exchange:
             **fields,
         )
         self.calls.append(call)
+        log_call(call)
         return call
 
     def _last_error(self) -> str:
