@@ -379,3 +379,5 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("REVIEWDESK_LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
 }
+# axes logs four INFO lines for every successful log-in; its warnings (failures, lockouts) stay.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
