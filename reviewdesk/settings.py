@@ -343,7 +343,7 @@ if not SECURE_HSTS_PRELOAD:
     # browsers' built-in HTTPS-only list, for months, and is the domain owner's decision (it is
     # meaningless on a subdomain such as reviewdesk.example.com): off unless DJANGO_HSTS_PRELOAD=true.
     SILENCED_SYSTEM_CHECKS.append("security.W021")
-if not SECURE_SSL_REDIRECT and "SECURE_PROXY_SSL_HEADER" in globals():
+if not SECURE_SSL_REDIRECT and env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     # security.W008 asks for SECURE_SSL_REDIRECT. With DJANGO_BEHIND_TLS_PROXY=true and
     # DJANGO_SSL_REDIRECT=false the deployment says the TLS proxy redirects; without the proxy
     # flag the warning stays, because then nothing sends plain HTTP to HTTPS.

@@ -142,3 +142,54 @@ def test_plain_http_is_redirected_but_the_health_endpoints_answer(tmp_path):
     assert ready in ("200", "503")  # answered (whatever the broker says), not redirected
     assert page == "301" and location == "https://reviewdesk.example.com/accounts/login/"
     assert secure == "200" and hsts == "max-age=31536000; includeSubDomains"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_compose_healthcheck_passes_against_gunicorn_with_the_https_redirect_on(tmp_path):
+    """The web service's healthcheck script from docker-compose.yml, run as it is against a real
+    gunicorn with production settings and DJANGO_SSL_REDIRECT=true: /healthz answers 200 over
+    plain HTTP while a page is redirected to HTTPS."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    script = compose["services"]["web"]["healthcheck"]["test"][-1]
+    port = _free_port()
+    assert "http://127.0.0.1:8000/healthz" in script
+    script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    env = _env(**{**PRODUCTION, "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1"}, DJANGO_SSL_REDIRECT="true",
+               DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3")
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "reviewdesk.wsgi:application", "--bind",
+                               f"127.0.0.1:{port}", "--workers", "1"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            check = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+            if check.returncode == 0 or time.monotonic() > deadline or server.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert check.returncode == 0, check.stderr
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/accounts/login/", headers={"Host": "localhost"})
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.build_opener(NoRedirect).open(request, timeout=10)
+        assert answer.value.code == 301 and answer.value.headers["Location"] == "https://localhost/accounts/login/"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
