@@ -5,6 +5,7 @@ filesystem broker under ./var, and the offline draft engine. Production (DJANGO_
 refuses to start without a real secret key.
 """
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -316,6 +317,82 @@ CELERY_BEAT_SCHEDULE = {
     "eval-drift-check": {"task": "evals.tasks.drift_check", "schedule": float(REVIEWDESK_DRIFT_CHECK_SECONDS)},
 }
 
+# --- Security (issue 10; docs/ARCHITECTURE.md "Security (issue 10)") ----------------------
+# Login throttling with django-axes: after REVIEWDESK_LOGIN_FAILURE_LIMIT failed log-ins for one
+# username from one client address, that pair is refused (even with the right password) for
+# REVIEWDESK_LOGIN_COOLOFF_MINUTES. The database handler keeps the counts, so every gunicorn
+# worker and the admin site share them on SQLite and PostgreSQL alike, with no cache to set up.
+INSTALLED_APPS += ["axes", "csp"]
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out pair is refused before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# axes' database handler, with an audit event per failed log-in and lockout (workflows/logins.py).
+AXES_HANDLER = "workflows.logins.AuditedAxesHandler"
+AXES_FAILURE_LIMIT = env_int("REVIEWDESK_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("REVIEWDESK_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A try during a lockout neither counts nor restarts the cool-off: a person who finds the right
+# password a minute later is let in when the cool-off that was announced ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "workflows.logins.lockout_response"
+# Successful log-ins are not copied into axes' own access log (address and browser of every
+# session): the audit chain is the record, and it keeps no more personal data than it needs.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
+# Log lines name only the lockout parameters, masked (no browser string), and no start-up banner.
+AXES_VERBOSE = False
+
+# Production defaults (DJANGO_DEBUG=false): HTTPS only, announced with HSTS. Behind a proxy that
+# redirects to HTTPS itself, DJANGO_SSL_REDIRECT=false; the health endpoints always answer over
+# plain HTTP, since the container healthcheck and the cluster probes call them without TLS.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# No script reads the CSRF cookie (htmx sends the token from the page, base.html hx-headers).
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# A session lasts a working day, not Django's two weeks.
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_COOKIE_AGE", 12 * 3600, minimum=300)
+SILENCED_SYSTEM_CHECKS = []
+if not SECURE_HSTS_PRELOAD:
+    # security.W021 asks for HSTS preload. Preloading puts the whole registrable domain into
+    # browsers' built-in HTTPS-only list, for months, and is the domain owner's decision (it is
+    # meaningless on a subdomain such as reviewdesk.example.com): off unless DJANGO_HSTS_PRELOAD=true.
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+if not SECURE_SSL_REDIRECT and env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    # security.W008 asks for SECURE_SSL_REDIRECT. With DJANGO_BEHIND_TLS_PROXY=true and
+    # DJANGO_SSL_REDIRECT=false the deployment says the TLS proxy redirects; without the proxy
+    # flag the warning stays, because then nothing sends plain HTTP to HTTPS.
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+
+# Content-Security-Policy (django-csp 4): scripts, styles and everything else from this site
+# only; no inline script, inline style or eval anywhere (templates carry none, and htmx is told
+# not to inject its indicator <style> or to eval: base.html's htmx-config).
+MIDDLEWARE += ["csp.middleware.CSPMiddleware"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# axes turns a locked-out log-in into its answer here, so it comes last (axes' documentation).
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -353,3 +430,6 @@ configure_structlog()
 # endpoint is set; the exporter reads the other OTEL_* variables itself. Unset: no tracing.
 OTEL_EXPORTER_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "reviewdesk")
+
+# axes logs four INFO lines for every successful log-in; its warnings (failures, lockouts) stay.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}

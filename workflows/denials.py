@@ -26,20 +26,26 @@ def _who(request) -> str:
     return f"ip:{request.META.get('REMOTE_ADDR', '')}"
 
 
+def within_event_limit(key: str) -> bool:
+    """Count one more event under ``key`` (a kind and a requester) in the current minute and say
+    whether it is still within REVIEWDESK_DENIED_EVENTS_PER_MINUTE. Shared by the refusals here
+    and the failed log-ins (workflows/logins.py), each under its own key."""
+    cache = caches[settings.REVIEWDESK_DRAFT_CACHE]
+    try:
+        count = cache.get_or_set(key, 0, timeout=60)
+        cache.incr(key)
+    except Exception:  # a cache outage must not turn a refusal into a 500
+        log.warning("audit event rate limit unavailable", exc_info=True)
+        count = 0
+    return count < settings.REVIEWDESK_DENIED_EVENTS_PER_MINUTE
+
+
 def record_denied(request, *, what: str, object_type: str = "", object_id: str = "") -> bool:
     """Write an `auth.denied` event unless this requester is over the rate limit; returns
     whether an event was written. ``what`` names the refused thing without personal data
     (a role page, an object type and id)."""
-    cache = caches[settings.REVIEWDESK_DRAFT_CACHE]
-    key = f"denied:{_who(request)}"
-    try:
-        count = cache.get_or_set(key, 0, timeout=60)
-        cache.incr(key)
-    except Exception:  # a cache outage must not turn a 404 into a 500
-        log.warning("denied-access rate limit unavailable", exc_info=True)
-        count = 0
     limit = settings.REVIEWDESK_DENIED_EVENTS_PER_MINUTE
-    if count >= limit:
+    if not within_event_limit(f"denied:{_who(request)}"):
         return False
     user = getattr(request, "user", None)
     audit.record_standalone(

@@ -55,6 +55,8 @@ class AuditAction(StrEnum):
     AUDIT_VERIFIED = "audit.verified"  # a checkpoint: the verified head (workflows/audit_chain.py)
     AUDIT_ANCHORED = "audit.anchored"  # the verified head written outside the database
     AUTH_DENIED = "auth.denied"
+    AUTH_LOGIN_FAILED = "auth.login_failed"  # rate-limited per client address (workflows/logins.py)
+    AUTH_LOCKED_OUT = "auth.locked_out"  # a username + address pair reached the failure limit
     SUBMISSION_ERASED = "submission.erased"
     ERASURE_COMPLETED = "erasure.completed"
     RETENTION_PURGED = "retention.purged"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
+from django.contrib.staticfiles import finders
 
 from tests.scripted import scripted_result
 from workflows import services
@@ -132,7 +134,12 @@ def test_staff_page_shows_drafts_calls_hashes_and_how_to_verify(rejected_after_t
         assert event.hash in page.html and event.prev_hash in page.html
     verify = page.by_id("how-to-verify").text
     assert "tools/verify_export.py" in verify and "docs/COMPLIANCE.md" in verify and "sha256" in verify
-    assert "@media print" in page.html
+    # The print layout ships with the page: since the Content-Security-Policy (issue 10) allows no
+    # inline <style>, as the evidence stylesheet the page links, not as a block in the page.
+    sheet = [n.attrs["href"] for n in page.all("link", rel="stylesheet") if n.attrs["href"].endswith("evidence.css")]
+    assert len(sheet) == 1
+    assert "@media print" not in page.html
+    assert "@media print" in Path(finders.find("css/evidence.css")).read_text()
 
 
 def test_released_output_is_in_the_submitters_copy(people, routed, client_for):

@@ -1,0 +1,181 @@
+"""The Content-Security-Policy (issue 10) in a real browser: every main page loads with the
+header on and not one CSP violation, and the htmx behaviour still works (its requests happen,
+the review queue's idle poll and the evidence page's print button run from static/js/app.js).
+Debian's chromium, driven by Playwright; the screenshots are looked at."""
+import json
+import re
+
+import pytest
+from django.db import connection
+from playwright.sync_api import expect
+
+from tests.conftest import CUSTOMER_REPLY_INPUT
+from tests.e2e.test_review_loop import PASSWORD, _shot, browser  # noqa: F401  (fixture)
+from tests.scripted import scripted_result
+from workflows import services
+from workflows.models import ReviewTask
+
+pytestmark = pytest.mark.e2e
+
+# Every blocked inline script, inline style or eval is reported twice: on chromium's console, and
+# as a securitypolicyviolation event, which the init script hands to Python at once (a list kept
+# in the page would be lost with the next navigation).
+COLLECT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__reportCspViolation(e.violatedDirective + " " + (e.blockedURI || "inline") + " at "
+                              + document.location.pathname + " " + (e.sourceFile || "") + ":" + e.lineNumber);
+});
+"""
+
+
+def _blocking_review(demo):
+    """A submission whose draft waits for a blocking review (no worker: a scripted draft)."""
+    submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
+                                            data=dict(CUSTOMER_REPLY_INPUT))
+    claimed = services.generation_claim(submission_id=submission.pk)
+    result = scripted_result(submission.workflow_version.spec, submission.data, probability=0.30,
+                             content=json.dumps({"reply": "Dear Ann, sorry.", "tone": "neutral"}))
+    services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result, audit_draw=0.999)
+    return submission, ReviewTask.objects.open().get(submission=submission)
+
+
+class Watched:
+    """A browser context that records CSP violations (console and event), the CSP header of
+    every document, and every htmx request."""
+
+    def __init__(self, chromium, base):
+        self.base = base
+        self.context = chromium.new_context(viewport={"width": 1280, "height": 900})
+        self.events = []
+        self.context.expose_function("__reportCspViolation", lambda violation: self.events.append(violation))
+        self.context.add_init_script(COLLECT_VIOLATIONS)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(20_000)
+        self.console, self.htmx, self.headers = [], [], {}
+        self.page.on("console", lambda m: self.console.append(m.text) if "Content Security Policy" in m.text else None)
+        self.page.on("request", lambda r: self.htmx.append((r.method, r.url)) if r.headers.get("hx-request") else None)
+        self.page.on("response", self._document)
+
+    def _document(self, response):
+        if response.request.resource_type == "document":
+            self.headers[response.url] = response.headers.get("content-security-policy")
+
+    def goto(self, path):
+        response = self.page.goto(self.base + path)
+        assert response.ok, (path, response.status)
+        return response
+
+    def login(self, username):
+        self.goto("/accounts/login/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", PASSWORD)
+        self.page.click("button[type=submit]")
+        expect(self.page.locator(".username")).to_have_text(username)
+
+    def assert_clean(self):
+        assert self.events == [], self.events
+        assert self.console == [], self.console
+        for url, header in self.headers.items():
+            assert header and "script-src 'self'" in header and "style-src 'self'" in header, (url, header)
+            assert "unsafe-inline" not in header and "unsafe-eval" not in header, (url, header)
+
+
+def test_main_pages_load_under_the_csp_without_violations(transactional_db, demo, live_server, browser):  # noqa: F811
+    try:
+        submission, task = _blocking_review(demo)
+    finally:
+        connection.close()  # as in the other browser tests: left open, it keeps the run from dropping its database
+    base = live_server.url
+
+    # The submitter: log-in page, home, the guided form (an htmx step), the submission page.
+    submitter = Watched(browser, base)
+    submitter.login("submitter")
+    submitter.goto("/")
+    submitter.page.click("text=Customer reply")
+    expect(submitter.page.locator(".steps li.current")).to_contain_text("Customer")
+    submitter.page.click("button[value=next]")  # nothing filled: htmx swaps in the field messages
+    expect(submitter.page.locator("#id_customer_name_error")).to_contain_text("This field is required")
+    assert any(method == "POST" and "/new/" in url for method, url in submitter.htmx), submitter.htmx
+    submitter.goto(f"/submissions/{submission.pk}/")
+    expect(submitter.page.locator("#submission-state")).to_have_text("Awaiting review")
+    submitter.goto("/submissions/")
+    submitter.assert_clean()
+    submitter.context.close()
+
+    # The reviewer: the queue (htmx tabs, idle poll), the review page with its certainty bars,
+    # and the claim (an htmx post).
+    reviewer = Watched(browser, base)
+    reviewer.login("reviewer")
+    # The queue polls every 15 s while nothing on the page has the focus (the idle check now in
+    # static/js/app.js rather than an htmx filter that htmx would run through Function()).
+    with reviewer.page.expect_request(lambda r: bool(r.headers.get("hx-request")) and "/review/?lane=" in r.url,
+                                      timeout=25_000):
+        reviewer.goto("/review/")
+    expect(reviewer.page.locator("#queue")).to_contain_text(f"{submission.pk}")
+    _shot(reviewer.page, "csp-1-review-queue")
+    reviewer.page.locator("nav.tabs a.tab").nth(1).click()
+    expect(reviewer.page).to_have_url(re.compile(r"\?lane="))
+    assert sum(1 for method, url in reviewer.htmx if "/review/?lane=" in url) >= 2, reviewer.htmx
+    # With the focus on a control the poll's request is skipped; on the page body it is sent.
+    poll = "htmx.ajax('GET', '/review/?lane=blocking_review', {source: '#queue', target: '#queue', swap: 'outerHTML'})"
+    reviewer.page.focus("nav.tabs a.tab >> nth=0")
+    before = len(reviewer.htmx)
+    reviewer.page.evaluate(poll)
+    reviewer.page.wait_for_timeout(500)
+    assert len(reviewer.htmx) == before, reviewer.htmx[before:]
+    reviewer.page.evaluate("document.activeElement.blur()")
+    reviewer.page.evaluate(poll)
+    reviewer.page.wait_for_timeout(500)
+    assert len(reviewer.htmx) == before + 1, reviewer.htmx[before:]
+    reviewer.goto(f"/review/{task.pk}/")
+    # The certainty bars are SVG now (no style attribute): drawn, with a width in proportion.
+    bar = reviewer.page.locator("#field-certainty svg.certainty-bar").first
+    expect(bar).to_be_visible()
+    assert 0 < float(bar.locator("rect").get_attribute("width")) <= 100
+    _shot(reviewer.page, "csp-2-review-page")
+    reviewer.page.click("#claim")
+    expect(reviewer.page.locator("#decision")).to_contain_text("You hold this review")
+    assert any(method == "POST" and f"/review/{task.pk}/claim" in url for method, url in reviewer.htmx), reviewer.htmx
+    reviewer.assert_clean()
+    reviewer.context.close()
+
+    # Compliance: the audit trail and the evidence page (its CSS now a static file, its print
+    # button wired by static/js/app.js).
+    compliance = Watched(browser, base)
+    compliance.login("compliance")
+    compliance.goto("/audit/")
+    expect(compliance.page.locator("h1")).to_contain_text("Audit")
+    compliance.goto(f"/submissions/{submission.pk}/evidence/")
+    expect(compliance.page.locator("#evidence-events")).to_be_visible()
+    # The evidence stylesheet applies: hash cells are monospace.
+    font = compliance.page.locator("#evidence-events td.hash-cell").first.evaluate("e => getComputedStyle(e).fontFamily")
+    assert "monospace" in font, font
+    # (A function, so that Playwright does not call the stub it would otherwise return.)
+    compliance.page.evaluate("() => { window.__printed = 0; window.print = () => { window.__printed += 1; }; }")
+    compliance.page.click("[data-print]")
+    assert compliance.page.evaluate("window.__printed") == 1
+    _shot(compliance.page, "csp-3-evidence")
+    compliance.assert_clean()
+    compliance.context.close()
+
+
+def test_the_locked_out_log_in_page_is_plain_and_within_the_csp(transactional_db, demo, live_server, browser, settings):  # noqa: F811
+    settings.AXES_FAILURE_LIMIT = 2
+    visitor = Watched(browser, live_server.url)
+    visitor.goto("/accounts/login/")
+    for _ in range(2):
+        visitor.page.fill("#id_username", "submitter")
+        visitor.page.fill("#id_password", "not-the-password")
+        visitor.page.click("button[type=submit]")
+    expect(visitor.page.locator("#login-locked-out")).to_contain_text("Too many failed log-ins")
+    # Even the right password is refused now, with the same message and no stack trace.
+    visitor.page.fill("#id_username", "submitter")
+    visitor.page.fill("#id_password", PASSWORD)
+    with visitor.page.expect_response(lambda r: r.url.endswith("/accounts/login/") and r.request.method == "POST") as answer:
+        visitor.page.click("button[type=submit]")
+    assert answer.value.status == 429
+    expect(visitor.page.locator("#login-locked-out")).to_be_visible()
+    expect(visitor.page.locator(".username")).to_have_count(0)
+    _shot(visitor.page, "csp-4-locked-out")
+    visitor.assert_clean()
+    visitor.context.close()
