@@ -151,6 +151,7 @@ class Record:
         self.decisions: dict[str, int] = defaultdict(int)
         self.phase_marks: list[tuple[str, float, float, float]] = []
         self.logins_failed = 0
+        self.errors: list[str] = []  # the first few, to say what went wrong
 
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    exception=None, context=None, **_kw):
@@ -167,6 +168,8 @@ class Record:
         self.status[key][cls] += 1
         if exception is not None and code and code < 500:
             self.status[key]["unexpected"] += 1
+        if exception is not None and len(self.errors) < 20:
+            self.errors.append(f"{phase}: {name} -> {code or 'no answer'}: {str(exception)[:200]}")
 
     def dump(self) -> None:
         marks = []
@@ -186,6 +189,7 @@ class Record:
             "wizards_failed": dict(self.wizards_failed),
             "decisions": dict(self.decisions),
             "logins_failed": self.logins_failed,
+            "errors": self.errors,
         }
         tmp = Path(CONFIG["results"] + ".tmp")
         tmp.write_text(json.dumps(out))
