@@ -272,20 +272,18 @@ class LoadBench:
         config_path = self.logdir / "locust-config.json"
         config = self.locust_config()
         config_path.write_text(json.dumps(config))
-        total = config["warmup"] + sum(s for _, s in config["steps"]) + (
-            config["gap"] + config["spike_seconds"] if config["spike_seconds"] else 0)
         env = {**os.environ, "LOAD_CONFIG": str(config_path)}
         for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL"):
             env.pop(key, None)  # locust is a client: nothing of Django
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", self.web_url,
-               "--stop-timeout", f"{int(self.args.request_timeout)}s", "--run-time", f"{int(total + 120)}s",
+               "--stop-timeout", f"{int(self.args.request_timeout)}s",
                "--exit-code-on-error", "0", "--loglevel", "WARNING", "--only-summary"]
         with open(self.logdir / "locust.log", "w") as out:
             popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.locust = Proc("locust", popen, self.logdir / "locust.log")
         say(f"locust: {self.args.reviewers} reviewers + {self.args.submitters} submitters log in "
-            f"({self.args.warmup:g} s warm-up), then {len(self.args.steps)} steps of {self.args.step_seconds:g} s "
+            f"(at most {self.args.warmup:g} s), then {len(self.args.steps)} steps of {self.args.step_seconds:g} s "
             f"({', '.join(f'{r:g}' for r in self.args.steps)} submissions/s)"
             + (f", a {self.args.gap:g} s gap and a {self.args.spike_seconds:g} s spike" if self.args.spike_seconds
                else ""))
@@ -400,11 +398,16 @@ class LoadBench:
             self.sampler.start()
             self.start_locust()
             steps = []
+            warm = None
             for rate in a.steps:
                 phase = self.wait_phase_end(f"step {rate:g}/s")
                 if phase is None:
                     break
                 res = self.results()
+                if warm is None:
+                    warm = next(p for p in res["phases"] if p["label"] == "warmup")
+                    say(f"  warm-up: {warm['logged_in']} of {a.reviewers + a.submitters} users logged in after "
+                        f"{warm['end'] - warm['start']:.0f} s")
                 step = self.step_report(res, phase)
                 steps.append(step)
                 say(f"  {step['label']}: {step['submitted']} submitted ({step['achieved']:.2f}/s), "
@@ -623,15 +626,16 @@ def print_table(headers, rows) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="ReviewDesk load bench (make bench-load)")
     rates = lambda text: [float(x) for x in text.split(",") if x.strip()]  # noqa: E731
-    p.add_argument("--steps", type=rates, default=[1.0, 2.0, 3.0, 4.0, 6.0],
-                   help="submission rates per second, one step each, rising (default 1,2,3,4,6)")
-    p.add_argument("--step-seconds", type=float, default=25.0)
-    p.add_argument("--warmup", type=float, default=25.0, help="seconds for every user to log in")
+    p.add_argument("--steps", type=rates, default=[0.5, 1.0, 2.0, 3.0, 4.0, 6.0],
+                   help="submission rates per second, one step each, rising (default 0.5,1,2,3,4,6)")
+    p.add_argument("--step-seconds", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=120.0,
+                   help="at most this many seconds for every user to log in (the steps start when all have)")
     p.add_argument("--gap", type=float, default=8.0, help="seconds between the steps and the spike")
     p.add_argument("--spike-seconds", type=float, default=60.0, help="0: no spike")
     p.add_argument("--spike-factor", type=float, default=10.0)
     p.add_argument("--reviewers", type=int, default=20)
-    p.add_argument("--submitters", type=int, default=100,
+    p.add_argument("--submitters", type=int, default=60,
                    help="submitter users (each logs in once): the most submissions in progress at once")
     p.add_argument("--think", type=float, nargs=2, default=[1.0, 3.0], metavar=("MIN", "MAX"),
                    help="a reviewer's seconds before deciding, and between polls of an empty queue")
@@ -653,7 +657,7 @@ def parse_args(argv=None):
                    help="a few seconds at a tiny rate (tests/integration/test_load_bench.py)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.steps, args.step_seconds, args.warmup, args.gap = [0.5], 6.0, 3.0, 2.0
+        args.steps, args.step_seconds, args.warmup, args.gap = [0.5], 6.0, 30.0, 2.0
         args.spike_seconds, args.spike_factor, args.review_share = 3.0, 2.0, 1.0
         args.reviewers, args.submitters, args.web_workers, args.workers, args.concurrency = 2, 3, 1, 1, 20
         args.model_delay, args.think, args.step_think, args.status_polls = 0.2, [0.2, 0.5], [0.05, 0.1], 1

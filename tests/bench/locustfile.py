@@ -58,28 +58,36 @@ STILL_POLLING = re.compile(r'id="submission-status"\s+hx-get=')
 
 
 class Schedule:
-    """Phases from the first tick of the shape: warm-up (rate 0), the steps, a gap (rate 0,
-    while the driver judges the steps and writes the spike rate to the control file), the spike."""
+    """The warm-up lasts until every user has logged in (at most ``warmup`` seconds): logins
+    are deliberately slow (PBKDF2), and a step must not start while they still queue. Then the
+    steps, a gap (rate 0, while the driver judges the steps and writes the spike rate to the
+    control file) and the spike."""
 
     def __init__(self, config: dict):
-        self.phases: list[tuple[str, float, float | None]] = [("warmup", config["warmup"], 0.0)]
+        self.phases: list[tuple[str, float, float | None]] = []
         for rate, seconds in config["steps"]:
             self.phases.append((f"step {rate:g}/s", seconds, float(rate)))
         if config["spike_seconds"]:
             self.phases.append(("gap", config["gap"], 0.0))
             self.phases.append(("spike", config["spike_seconds"], None))  # rate from the control file
         self.total = sum(seconds for _, seconds, _ in self.phases)
-        self.t0: float | None = None
+        self.first: float | None = None  # the first tick: users start logging in
+        self.t0: float | None = None  # the first step
         self.spike_rate: float | None = None
 
-    def start(self) -> None:
-        if self.t0 is None:
-            self.t0 = time.time()
+    def tick(self, logged_in: int, users: int) -> None:
+        now = time.time()
+        if self.first is None:
+            self.first = now
+        if self.t0 is None and (logged_in >= users or now - self.first >= CONFIG["warmup"]):
+            self.t0 = now + 2.0  # a moment for the last logins' redirects to settle
 
     def at(self, t: float) -> tuple[int, str, float, float, float]:
         """(index, label, start, end, rate) of the phase at epoch time t; index -1 after the end."""
-        start = self.t0 or time.time()
-        for index, (label, seconds, rate) in enumerate(self.phases):
+        if self.t0 is None or t < self.t0:
+            return 0, "warmup", self.first or t, self.t0 or float("inf"), 0.0
+        start = self.t0
+        for index, (label, seconds, rate) in enumerate(self.phases, 1):
             end = start + seconds
             if t < end:
                 return index, label, start, end, self.rate_of(rate)
@@ -113,9 +121,6 @@ class Pacer:
         """Sleep until this user's slot; the phase label, or None when there is none now."""
         while True:
             now = time.time()
-            if SCHEDULE.t0 is None:
-                gevent.sleep(0.5)
-                return None
             index, label, start, end, rate = SCHEDULE.at(now)
             if index < 0:
                 gevent.sleep(0.5)
@@ -174,6 +179,8 @@ class Record:
     def dump(self) -> None:
         marks = []
         if SCHEDULE.t0 is not None:
+            marks.append({"label": "warmup", "start": SCHEDULE.first, "end": SCHEDULE.t0, "rate": 0.0, "issued": 0,
+                          "logged_in": LOGGED_IN[0]})
             start = SCHEDULE.t0
             for label, seconds, rate in SCHEDULE.phases:
                 marks.append({"label": label, "start": start, "end": start + seconds,
@@ -197,6 +204,7 @@ class Record:
 
 
 RECORD = Record()
+LOGGED_IN = [0]  # users logged in so far (one process, one gevent loop: no lock needed)
 events.request.add_listener(RECORD.on_request)
 
 
@@ -220,15 +228,16 @@ def _start_dumper(environment, **_kw):
 
 
 class Shape(LoadTestShape):
-    """Every user starts at once (their logins are the warm-up); the schedule ends the run."""
+    """Every user starts at the beginning (their logins are the warm-up); the schedule ends the run."""
 
     def tick(self):
-        SCHEDULE.start()
-        if time.time() - SCHEDULE.t0 >= SCHEDULE.total:
+        total = CONFIG["reviewers"] + CONFIG["submitters"]
+        SCHEDULE.tick(LOGGED_IN[0], total)
+        if SCHEDULE.t0 is not None and time.time() - SCHEDULE.t0 >= SCHEDULE.total:
             RECORD.dump()
             return None
-        total = CONFIG["reviewers"] + CONFIG["submitters"]
-        return total, max(total / max(CONFIG["warmup"] / 2, 1), 1)
+        # Spawned at 10 a second: the logins queue at the web server anyway.
+        return total, 10
 
 
 class BrowserUser(HttpUser):
@@ -250,6 +259,7 @@ class BrowserUser(HttpUser):
                                   allow_redirects=False, catch_response=True) as answer:
                 if answer.status_code == 302 and "/accounts/login" not in answer.headers.get("Location", ""):
                     answer.success()
+                    LOGGED_IN[0] += 1
                     return
                 answer.failure(f"login of {self.username} answered {answer.status_code}")
             RECORD.logins_failed += 1
