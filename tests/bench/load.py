@@ -25,9 +25,10 @@ in the blocking review lane), and the Celery workers as docker-compose.yml start
   connections to the bench database by application; the llm queue's length in Redis; the
   backlog in the database (submissions still submitted or generating).
 
-A step is sustained when it had no 5xx and no failed request or wizard, locust achieved at
-least 90% of the offered rate, and the step's submissions were drafted within --max-lag
-seconds (p95, created -> routed or failed). At the end, after the queue drains: every
+A step is sustained when it had no 5xx and no failed request or wizard, at least 90% of the
+offered rate was achieved (submissions whose wizard started in the step), the p95 of its page
+requests (all but the log-ins) stayed within --max-p95 ms, and the step's submissions were
+drafted within --max-lag seconds (p95, created -> routed or failed). At the end, after the queue drains: every
 submission locust saw created is in the database and either routed (routed, approved,
 rejected, regenerating) or failed with a reason; nothing is left submitted or generating.
 """
@@ -297,12 +298,16 @@ class LoadBench:
             return {}
 
     def wait_phase_end(self, label: str) -> dict | None:
-        """Block until locust has written phase ``label`` and its end has passed."""
+        """Block until locust has written phase ``label``, its end has passed and every wizard
+        started in it has ended (created its submission or failed), or the request timeout."""
         while True:
             res = self.results()
             phase = next((p for p in res.get("phases", []) if p["label"] == label), None)
             if phase and time.time() >= phase["end"] + 0.2:
-                return phase
+                ended = sum(1 for _pk, _t, p in res.get("submissions", []) if p == label) + res.get(
+                    "wizards_failed", {}).get(label, 0)
+                if ended >= phase["issued"] or time.time() > phase["end"] + self.args.request_timeout + 10:
+                    return phase
             if self.locust.popen.poll() is not None:
                 if not res:
                     raise SystemExit("load: locust stopped before its first phase:\n"
@@ -366,10 +371,14 @@ class LoadBench:
             reasons.append(f"{fails} wizards failed")
         if rate and achieved < SUSTAIN_SHARE * rate:
             reasons.append(f"achieved {achieved:.2f}/s < {SUSTAIN_SHARE:.0%} of offered")
+        pages = [v for r in requests if "login" not in r["name"] for v in r["ms"]]
+        p95 = pct(pages, .95)
+        if p95 == p95 and p95 > self.args.max_p95:
+            reasons.append(f"p95 of the page requests {p95:.0f} ms > {self.args.max_p95:g} ms")
         if lag95 == lag95 and lag95 > self.args.max_lag:
             reasons.append(f"drafting lag p95 {lag95:.1f} s > {self.args.max_lag:g} s")
         return {"label": label, "rate": rate, "seconds": seconds, "achieved": achieved, "submitted": len(ids),
-                "issued": phase.get("issued", 0), "status": dict(status), "fails": fails, "lag95": lag95,
+                "issued": phase.get("issued", 0), "status": dict(status), "p95": p95, "fails": fails, "lag95": lag95,
                 "lag50": pct(drafting["lags"], .5), "window": window, "ok": not reasons, "reasons": reasons,
                 "requests": requests, "drafting": drafting}
 
@@ -411,7 +420,7 @@ class LoadBench:
                 step = self.step_report(res, phase)
                 steps.append(step)
                 say(f"  {step['label']}: {step['submitted']} submitted ({step['achieved']:.2f}/s), "
-                    f"drafting lag p95 {step['lag95']:.1f} s, statuses {step['status']} -> "
+                    f"page p95 {step['p95']:.0f} ms, drafting lag p95 {step['lag95']:.1f} s, statuses {step['status']} -> "
                     + ("sustained" if step["ok"] else "NOT sustained: " + "; ".join(step["reasons"])))
             best = 0.0
             for step in steps:
@@ -518,7 +527,7 @@ class LoadBench:
         a = self.args
         acc = self.accounting(res, drain)
         say("\n=== Steps (CPU in cores, 1.00 = one core; max over the step for connections, queue, backlog) ===")
-        headers = ("phase", "offered/s", "achieved/s", "5xx", "failed", "lag p95 s", "web", "workers", "postgres",
+        headers = ("phase", "offered/s", "achieved/s", "5xx", "failed", "p95 ms", "lag p95 s", "web", "workers", "postgres",
                    "redis", "locust", "machine", "PG conns", "llm queue", "backlog", "")
         rows = []
         for step in steps + ([spike] if spike else []):
@@ -526,7 +535,7 @@ class LoadBench:
             c = w["cores"]
             failed = step["status"].get("no answer", 0) + step["status"].get("unexpected", 0) + step["fails"]
             rows.append((step["label"], f"{step['rate']:g}", f"{step['achieved']:.2f}", step["status"].get("5xx", 0),
-                         failed, f"{step['lag95']:.1f}", f"{c.get('web', 0):.2f}",
+                         failed, f"{step['p95']:.0f}", f"{step['lag95']:.1f}", f"{c.get('web', 0):.2f}",
                          f"{sum(v for k, v in c.items() if k.startswith('worker')):.2f}",
                          f"{c.get('postgres', 0):.2f}", f"{c.get('redis', 0):.2f}", f"{c.get('locust', 0):.2f}",
                          f"{w['machine_busy']:.0%}", w["pg_conns"], w["llm_queue"], w["backlog"],
@@ -631,7 +640,7 @@ def parse_args(argv=None):
     p.add_argument("--step-seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=120.0,
                    help="at most this many seconds for every user to log in (the steps start when all have)")
-    p.add_argument("--gap", type=float, default=8.0, help="seconds between the steps and the spike")
+    p.add_argument("--gap", type=float, default=15.0, help="seconds between the steps and the spike")
     p.add_argument("--spike-seconds", type=float, default=60.0, help="0: no spike")
     p.add_argument("--spike-factor", type=float, default=10.0)
     p.add_argument("--reviewers", type=int, default=20)
@@ -645,6 +654,8 @@ def parse_args(argv=None):
     p.add_argument("--model-delay", type=float, default=2.0, help="seconds the fake model takes to answer")
     p.add_argument("--review-share", type=float, default=0.5, help="share of drafts uncertain enough for review")
     p.add_argument("--max-lag", type=float, default=10.0, help="drafting lag p95 (s) a sustained step stays within")
+    p.add_argument("--max-p95", type=float, default=2000.0,
+                   help="p95 (ms) of a sustained step's page requests (all but the log-ins)")
     p.add_argument("--drain-timeout", type=float, default=120.0)
     p.add_argument("--request-timeout", type=float, default=60.0)
     p.add_argument("--web-workers", type=int, default=3, help="gunicorn --workers (docker-compose.yml: 3)")
