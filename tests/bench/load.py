@@ -265,7 +265,7 @@ class LoadBench:
             "reviewer_prefix": self.reviewer_prefix, "submitter_prefix": self.submitter_prefix,
             "warmup": a.warmup, "steps": [[rate, a.step_seconds] for rate in a.steps], "gap": a.gap,
             "spike_seconds": a.spike_seconds, "results": str(self.results_path),
-            "control": str(self.control_path), "think": a.think, "step_think": a.step_think,
+            "control": str(self.control_path), "think": a.think, "step_think": a.step_think, "poll": a.poll,
             "status_polls": a.status_polls, "slug": "customer-reply", "request_timeout": a.request_timeout,
         }
 
@@ -647,7 +647,9 @@ def parse_args(argv=None):
     p.add_argument("--submitters", type=int, default=60,
                    help="submitter users (each logs in once): the most submissions in progress at once")
     p.add_argument("--think", type=float, nargs=2, default=[1.0, 3.0], metavar=("MIN", "MAX"),
-                   help="a reviewer's seconds before deciding, and between polls of an empty queue")
+                   help="a reviewer's seconds before deciding")
+    p.add_argument("--poll", type=float, default=15.0,
+                   help="an idle reviewer reloads the empty queue every POLL/3..POLL s (the page polls every 15 s)")
     p.add_argument("--step-think", type=float, nargs=2, default=[0.3, 1.0], metavar=("MIN", "MAX"),
                    help="a submitter's seconds on each wizard page")
     p.add_argument("--status-polls", type=int, default=2, help="polls of the submission page after submitting")
@@ -672,6 +674,7 @@ def parse_args(argv=None):
         args.spike_seconds, args.spike_factor, args.review_share = 3.0, 2.0, 1.0
         args.reviewers, args.submitters, args.web_workers, args.workers, args.concurrency = 2, 3, 1, 1, 20
         args.model_delay, args.think, args.step_think, args.status_polls = 0.2, [0.2, 0.5], [0.05, 0.1], 1
+        args.poll = 1.0
         args.drain_timeout, args.request_timeout = 30.0, 20.0
     if sorted(args.steps) != args.steps or not args.steps:
         p.error("--steps: one or more rising rates")

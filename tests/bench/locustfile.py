@@ -42,7 +42,7 @@ CONFIG = json.loads(Path(os.environ["LOAD_CONFIG"]).read_text()) if os.environ.g
     # Defaults only so that `locust --help` and an import work without the driver.
     "reviewers": 1, "submitters": 1, "password": "", "reviewer_prefix": "r", "submitter_prefix": "s",
     "warmup": 1, "steps": [], "gap": 0, "spike_seconds": 0, "results": os.devnull, "control": os.devnull,
-    "think": [0.5, 1.0], "step_think": [0.2, 0.5], "status_polls": 1, "slug": "customer-reply",
+    "think": [0.5, 1.0], "step_think": [0.2, 0.5], "poll": 1.0, "status_polls": 1, "slug": "customer-reply",
     "request_timeout": 60,
 }
 
@@ -292,8 +292,9 @@ class Reviewer(BrowserUser):
                 queue = found[:10]
                 break
         if not queue:
-            # Nothing to review: the page's htmx trigger polls the queue until something comes.
-            self.think(CONFIG["think"])
+            # Nothing to review: the page's htmx trigger polls the queue (every 15 s) until
+            # something comes; people glance at it and reload sooner now and then.
+            self.think([CONFIG["poll"] / 3, CONFIG["poll"]])
             self.client.get("/review/?lane=blocking_review", name="GET /review/ (htmx poll)",
                             headers={"HX-Request": "true"}, timeout=self.timeout)
             return
