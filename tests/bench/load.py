@@ -158,8 +158,12 @@ class Sampler(threading.Thread):
         cores["redis"] = (last["redis"] - first["redis"]) / wall
         (b0, t0, _), (b1, t1, _) = first["machine"], last["machine"]
         ncpu = os.cpu_count() or 1
+        machine_cores = (last["machine"][0] - first["machine"][0]) / wall if wall else 0.0
         return {
             "wall": wall, "cores": cores, "busiest": busiest,
+            # Everything else on the machine (other helpers' test runs, PostgreSQL's background
+            # processes, the kernel): what this bench's processes could not have.
+            "others": max(0.0, machine_cores - sum(cores.values())),
             "machine_busy": (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0,
             "machine_cores": (b1 - b0) / wall if wall else 0.0, "ncpu": ncpu,
             "pg_conns": max(row["pg_conns"] for row in rows),
@@ -499,54 +503,76 @@ class LoadBench:
     # --- the report ---
 
     def saturation(self, step: dict) -> str:
+        """Which tier gave out first at this step, and the evidence: the web (its requests wait:
+        page p95 over --max-p95, or locust could not start wizards at the offered rate) or the
+        drafting (lag over --max-lag, a growing backlog); with each component's CPU beside it."""
         w = step["window"]
         if not w:
             return "not measured"
+        a = self.args
         cores = w["cores"]
         app = {"web (gunicorn)": cores.get("web", 0.0),
                "workers (celery)": sum(v for k, v in cores.items() if k.startswith("worker")),
                "PostgreSQL (bench db backends)": cores.get("postgres", 0.0),
                "Redis": cores.get("redis", 0.0)}
-        top = max(app, key=app.get)
-        signs = []
-        pegged = [k for k, v in w["busiest"].items() if v >= 0.85 and k in ("web",) or
-                  (k.startswith("worker") and v >= 0.85)]
-        if pegged:
-            signs.append("a process at >= 85% of a core: " + ", ".join(pegged))
-        if w["machine_busy"] >= 0.9:
-            signs.append(f"the machine's {w['ncpu']} cores {w['machine_busy']:.0%} busy")
-        if w["backlog_end"] > max(3, step["rate"] * (self.args.model_delay + 2)):
-            signs.append(f"drafting backlog grew to {w['backlog_end']} (workers behind)")
-        if step["rate"] and step["achieved"] < SUSTAIN_SHARE * step["rate"]:
-            signs.append("locust could not start submissions at the offered rate (the web answers too slowly)")
-        share = ", ".join(f"{k} {v:.2f}" for k, v in sorted(app.items(), key=lambda kv: -kv[1]))
-        return f"{top} uses the most CPU ({share} cores; locust {cores.get('locust', 0.0):.2f}); " + (
-            "; ".join(signs) if signs else "no component pegged")
+        web_behind = (step["p95"] == step["p95"] and step["p95"] > a.max_p95) or (
+            step["rate"] and step["achieved"] < SUSTAIN_SHARE * step["rate"])
+        lag = step["lag95"]
+        drafting_behind = (lag == lag and lag > a.max_lag) or w["backlog_end"] > max(
+            3, step["rate"] * (a.model_delay + 2))
+        if web_behind and not drafting_behind:
+            first = (f"the web tier: requests wait for one of gunicorn's {a.web_workers} sync workers "
+                     f"(page p95 {step['p95']:.0f} ms, {step['achieved']:.2f} of {step['rate']:g} submissions/s started) "
+                     f"while drafting keeps up (lag p95 {lag:.1f} s with a {a.model_delay:g} s model, "
+                     f"llm queue max {w['llm_queue']}, backlog max {w['backlog']})")
+        elif drafting_behind:
+            first = (f"drafting: lag p95 {lag:.1f} s, backlog {w['backlog_end']} at the end of the step, "
+                     f"llm queue max {w['llm_queue']}")
+        else:
+            first = "nothing: every step was sustained"
+        pegged = [k for k, v in w["busiest"].items() if v >= 0.85 and (k == "web" or k.startswith("worker"))]
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(app.items(), key=lambda kv: -kv[1]))
+        machine = (f"machine {w['machine_busy']:.0%} busy over {w['ncpu']} cores, {w['others']:.2f} cores of it "
+                   "outside this bench")
+        return (f"{first}. CPU in cores: {cpu}, locust {cores.get('locust', 0.0):.2f}; {machine}"
+                + (f"; a process at >= 85% of a core: {', '.join(pegged)}" if pegged else "")
+                + f"; PostgreSQL connections max {w['pg_conns']}")
 
     def report(self, res: dict, steps: list[dict], best: float, spike: dict | None, drain: dict) -> dict:
         a = self.args
         acc = self.accounting(res, drain)
-        say("\n=== Steps (CPU in cores, 1.00 = one core; max over the step for connections, queue, backlog) ===")
+        say("\n=== Phases (CPU in cores, 1.00 = one core, others = the rest of the machine; max over the phase for "
+            "connections, queue, backlog) ===")
         headers = ("phase", "offered/s", "achieved/s", "5xx", "failed", "p95 ms", "lag p95 s", "web", "workers", "postgres",
-                   "redis", "locust", "machine", "PG conns", "llm queue", "backlog", "")
+                   "redis", "locust", "others", "machine", "PG conns", "llm queue", "backlog", "")
         rows = []
         for step in steps + ([spike] if spike else []):
             w = step["window"] or {"cores": {}, "machine_busy": 0, "pg_conns": 0, "llm_queue": 0, "backlog": 0}
             c = w["cores"]
             failed = step["status"].get("no answer", 0) + step["status"].get("unexpected", 0) + step["fails"]
             rows.append((step["label"], f"{step['rate']:g}", f"{step['achieved']:.2f}", step["status"].get("5xx", 0),
-                         failed, f"{step['p95']:.0f}", f"{step['lag95']:.1f}", f"{c.get('web', 0):.2f}",
+                         failed, f"{step['p95']:.0f}", f"{step['lag95']:.1f}" if step["lag95"] == step["lag95"] else "-", f"{c.get('web', 0):.2f}",
                          f"{sum(v for k, v in c.items() if k.startswith('worker')):.2f}",
                          f"{c.get('postgres', 0):.2f}", f"{c.get('redis', 0):.2f}", f"{c.get('locust', 0):.2f}",
-                         f"{w['machine_busy']:.0%}", w["pg_conns"], w["llm_queue"], w["backlog"],
+                         f"{w.get('others', 0):.2f}", f"{w['machine_busy']:.0%}", w["pg_conns"], w["llm_queue"], w["backlog"],
                          "sustained" if step["ok"] else "no"))
         print_table(headers, rows)
-        # p95 per endpoint: at the highest sustained step, and in the spike.
+        # p95 per endpoint in every phase; p50 / p95 / max at the highest sustained step and the spike.
         best_step = next((s for s in steps if s["rate"] == best), None)
-        say("\n=== Response time per endpoint, ms (p50 / p95 / max, n) ===")
+        warm = [r for r in res.get("requests", []) if r["phase"] == "warmup"]
         names = sorted({r["name"] for s in steps + ([spike] if spike else []) for r in s["requests"]}
-                       | {r["name"] for r in res.get("requests", []) if r["phase"] == "warmup"})
-        cols = [("warm-up", [r for r in res.get("requests", []) if r["phase"] == "warmup"])]
+                       | {r["name"] for r in warm})
+        phases = [("warm-up", warm)] + [(s["label"].replace("step ", ""), s["requests"])
+                                        for s in steps + ([spike] if spike else [])]
+
+        def ms_of(reqs, name):
+            return [v for r in reqs if r["name"] == name for v in r["ms"]]
+
+        say("\n=== p95 per endpoint and phase, ms ===")
+        print_table(["endpoint"] + [c for c, _ in phases],
+                    [[name] + [f"{pct(ms, .95):.0f}" if (ms := ms_of(reqs, name)) else "-" for _, reqs in phases]
+                     for name in names])
+        cols = []
         if best_step:
             cols.append((f"{best_step['label']} (highest sustained)", best_step["requests"]))
         if spike:
@@ -555,10 +581,12 @@ class LoadBench:
         for name in names:
             row = [name]
             for _, reqs in cols:
-                ms = [v for r in reqs if r["name"] == name for v in r["ms"]]
+                ms = ms_of(reqs, name)
                 row.append(f"{pct(ms, .5):.0f} / {pct(ms, .95):.0f} / {max(ms):.0f}, {len(ms)}" if ms else "-")
             table.append(row)
-        print_table(["endpoint"] + [c for c, _ in cols], table)
+        if cols:
+            say("\n=== p50 / p95 / max ms, n ===")
+            print_table(["endpoint"] + [c for c, _ in cols], table)
         first_bad = next((s for s in steps if not s["ok"]), None)
         sat_step = first_bad or (steps[-1] if steps else None)
         saturation = self.saturation(sat_step) if sat_step else "not measured"
