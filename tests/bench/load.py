@@ -520,9 +520,12 @@ class LoadBench:
         lag = step["lag95"]
         drafting_behind = (lag == lag and lag > a.max_lag) or w["backlog_end"] > max(
             3, step["rate"] * (a.model_delay + 2))
+        n_requests = sum(len(r["ms"]) for r in step["requests"])
+        per_request = cores.get("web", 0.0) * w["wall"] / n_requests * 1000 if n_requests else float("nan")
         if web_behind and not drafting_behind:
-            first = (f"the web tier: requests wait for one of gunicorn's {a.web_workers} sync workers "
-                     f"(page p95 {step['p95']:.0f} ms, {step['achieved']:.2f} of {step['rate']:g} submissions/s started) "
+            first = (f"the web tier (gunicorn, {a.web_workers} sync workers): page p95 {step['p95']:.0f} ms, "
+                     f"{step['achieved']:.2f} of {step['rate']:g} submissions/s started, "
+                     f"{n_requests / w['wall']:.1f} requests/s at {per_request:.0f} ms of web CPU each, "
                      f"while drafting keeps up (lag p95 {lag:.1f} s with a {a.model_delay:g} s model, "
                      f"llm queue max {w['llm_queue']}, backlog max {w['backlog']})")
         elif drafting_behind:
