@@ -313,7 +313,10 @@ class Reviewer(BrowserUser):
                 return
             form = TEXTAREA.search(claim.text or "")
         if form is None:
-            RECORD.decisions["claimed, no approve form"] += 1
+            # Not the page this script knows: give the task back rather than sit on its lease.
+            RECORD.decisions["claimed, no approve form (released)"] += 1
+            self.client.post(f"/review/{pk}/release/", data={"csrfmiddlewaretoken": token}, allow_redirects=False,
+                             name="POST /review/<pk>/release/", timeout=self.timeout)
             return
         drafted = html.unescape(form.group(1))
         if drafted.startswith("\r\n"):
