@@ -1,6 +1,6 @@
 """`make bench-load`: ReviewDesk under load, through gunicorn, with locust.
 
-    python -m tests.bench.load [--steps 1,2,3,4,6] [--step-seconds 25] [--spike-seconds 60] ...
+    python -m tests.bench.load [--steps 0.5,1,2,3,4,6] [--step-seconds 20] [--spike-seconds 60] ...
 
 Not a test (pytest never collects it); it measures and exits 0 once the services are there.
 tests/integration/test_load_bench.py runs it for a few seconds at a tiny rate (--smoke) so it
