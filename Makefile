@@ -9,6 +9,9 @@
 #   make bench    measure ReviewDesk against bare Celery on real PostgreSQL, Redis and workers
 #                 (tests/bench, a few minutes; its own database, Redis db 11 and queue names;
 #                 extra arguments: make bench BENCH_ARGS="--concurrency 100 --drafts 500")
+#   make bench-load  only the load bench: gunicorn + workers under locust, 20 reviewers and
+#                 submitters at a rising rate, then a 10x spike (about 6 minutes; part of make bench;
+#                 extra arguments: make bench-load BENCH_LOAD_ARGS="--steps 2,4,8 --step-seconds 60")
 #   make migrate  apply migrations
 #   make seed     load the demo users and workflows
 #   make clean    delete var/ (SQLite db, filesystem broker) and the virtualenv
@@ -16,10 +19,11 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BENCH_LOAD_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv run test test-pure bench migrate seed clean
+.PHONY: help venv run test test-pure bench bench-load migrate seed clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -63,6 +67,13 @@ bench: venv
 	$(PY) -m tests.bench.run_bench $(BENCH_ARGS)
 	$(PY) -m tests.bench.bench_chain --events $(BENCH_AUDIT_EVENTS)
 	$(PY) -m tests.bench.bench_export --events $(BENCH_AUDIT_EVENTS)
+	$(PY) -m tests.bench.load $(BENCH_LOAD_ARGS)
+
+# The load bench alone (tests/bench/load.py; same database, Redis and naming rules as bench).
+bench-load: export BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+bench-load: export BENCH_REDIS_URL ?= redis://127.0.0.1:6379/11
+bench-load: venv
+	$(PY) -m tests.bench.load $(BENCH_LOAD_ARGS)
 
 migrate: venv
 	mkdir -p var

@@ -11,6 +11,10 @@ connection lets hundreds of requests wait at once.
 Control (plain GET, loopback only):
   /bench/delay?seconds=2   set the delay of every later answer
   /bench/stats             {"requests": n, "in_flight": n, "max_in_flight": n, "delay": s}
+  /bench/certainty?review_share=0.5&p=0.75
+                           that share of the answers (every k-th request, evenly spread) carry
+                           token probabilities p instead of 0.99, so their drafts land in a
+                           review lane (the load bench, tests/bench/load.py); default share 0
 
 Standard library only (no Django, no werkzeug): it starts in well under a second and its CPU
 cost per answer is small and constant, so what is measured is the app, not the fake.
@@ -34,6 +38,8 @@ _TOKEN = re.compile(r"\s?\w+|\s?[^\w\s]|\s+")
 class State:
     def __init__(self, delay: float):
         self.delay = delay
+        self.review_share = 0.0
+        self.review_p = 0.75
         self.lock = threading.Lock()
         self.requests = 0
         self.in_flight = 0
@@ -51,7 +57,7 @@ class State:
             self.in_flight -= 1
 
 
-def completion(body: dict, n: int) -> dict:
+def completion(body: dict, n: int, logprob: float = LOGPROB) -> dict:
     model = body.get("model") or "gpt-4o-mini"
     answer = {"reply": "Dear customer, we are sorry your order went wrong. A replacement is on its way.",
               "tone": "apologetic"}
@@ -62,8 +68,8 @@ def completion(body: dict, n: int) -> dict:
     if body.get("logprobs"):
         top = bool(body.get("top_logprobs"))
         logprobs = {"content": [
-            {"token": t, "logprob": LOGPROB, "bytes": list(t.encode()),
-             "top_logprobs": [{"token": t, "logprob": LOGPROB, "bytes": list(t.encode())}] if top else []}
+            {"token": t, "logprob": logprob, "bytes": list(t.encode()),
+             "top_logprobs": [{"token": t, "logprob": logprob, "bytes": list(t.encode())}] if top else []}
             for t in tokens
         ]}
     user = "\n".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
@@ -107,7 +113,11 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if url.path == "/bench/delay":
             state.delay = float(parse_qs(url.query).get("seconds", ["0"])[0])
-        if url.path in ("/bench/delay", "/bench/stats"):
+        if url.path == "/bench/certainty":
+            query = parse_qs(url.query)
+            state.review_share = min(1.0, max(0.0, float(query.get("review_share", ["0"])[0])))
+            state.review_p = min(0.999, max(0.001, float(query.get("p", ["0.75"])[0])))
+        if url.path in ("/bench/delay", "/bench/stats", "/bench/certainty"):
             with state.lock:
                 self._send(200, {"requests": state.requests, "in_flight": state.in_flight,
                                  "max_in_flight": state.max_in_flight, "delay": state.delay})
@@ -126,7 +136,10 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
             if state.delay > 0:
                 time.sleep(state.delay)
-            self._send(200, completion(body, n))
+            # The n-th answer is a less certain one when n * share crosses a whole number.
+            share = state.review_share
+            unsure = share > 0 and int(n * share) > int((n - 1) * share)
+            self._send(200, completion(body, n, math.log(state.review_p) if unsure else LOGPROB))
         finally:
             state.leave()
 
