@@ -16,7 +16,7 @@ from .expectations import CaseError
 from .forms import ImportForm, RunForm
 from .jsonl import write_cases
 from .models import RunState
-from .summary import compare, summarise
+from .summary import ORDER, compare, summarise
 from .tasks import measure_judge
 
 
@@ -127,8 +127,13 @@ def eval_compare(request, pk, other):
     for change in changes:
         counts[change.kind] = counts.get(change.kind, 0) + 1
     page = Paginator(changes, 50).get_page(request.GET.get("page"))
+    before_summary, after_summary = summarise(before), summarise(after)
+    chart = {"kinds": [{"kind": kind, "cases": counts.get(kind, 0)} for kind in ORDER],
+             "pass_rates": [{"run": f"#{before.pk} v{before.version.number}", "rate": before_summary.pass_rate},
+                            {"run": f"#{after.pk} v{after.version.number}", "rate": after_summary.pass_rate}]}
     return render(request, "evals/compare.html", {"before": before, "after": after, "page": page, "counts": counts,
-                                                  "before_summary": summarise(before), "after_summary": summarise(after)})
+                                                  "before_summary": before_summary, "after_summary": after_summary,
+                                                  "chart": chart})
 
 
 @role_required(REVIEWER)

@@ -75,6 +75,13 @@ def test_edit_candidate_dry_run_eval_refused_override_rollback(worker, fake_mode
     page.locator("#version-3 button.run-eval").click()
     _wait_done(page, 20)
     expect(page.locator("#pass-rate")).to_have_text("100%")
+    # Compare v3's run with v2's, regressions first, drawn.
+    page.locator("text=(v2,").first.click()
+    expect(page.locator("#compare-summary")).to_contain_text("Pass rate 50% → 100%")
+    expect(page.locator("#compare-kinds-chart canvas")).to_be_visible()
+    expect(page.locator("#compare-rates-chart canvas")).to_be_visible()
+    expect(page.locator("#changes tbody tr").first).to_contain_text("fixed")
+    _shot(page, "15-eval-compare")
     page.goto(f"{base}/evals/customer-reply/versions/")
     page.fill("#reason-3", "back to v1")
     page.locator("#version-3 form.publish-form button").click()
