@@ -155,8 +155,27 @@ def test_main_pages_load_under_the_csp_without_violations(transactional_db, demo
     compliance.page.click("[data-print]")
     assert compliance.page.evaluate("window.__printed") == 1
     _shot(compliance.page, "csp-3-evidence")
+    # The calibration page's charts (Chart.js from static/, data in a json_script block).
+    compliance.goto("/calibration/customer-reply/")
+    expect(compliance.page.locator("#reliability-chart canvas")).to_be_visible()
     compliance.assert_clean()
     compliance.context.close()
+
+    # The workflow admin: evals, the version editor (checked as they type, over htmx), the
+    # calibration page.
+    admin = Watched(browser, base)
+    admin.login("wfadmin")
+    admin.goto("/evals/customer-reply/")
+    admin.goto("/evals/customer-reply/versions/edit/")
+    source = admin.page.locator("#id_source")
+    source.fill(source.input_value().replace("auto_approve_at: 0.90", "auto_approve_at: 0.93"))
+    source.press("End")
+    expect(admin.page.locator("#check pre.diff")).to_contain_text("+  auto_approve_at: 0.93")
+    assert any("/versions/check/" in url for _, url in admin.htmx)
+    admin.goto("/calibration/customer-reply/")
+    expect(admin.page.locator("#risk-coverage-chart canvas")).to_be_visible()
+    admin.assert_clean()
+    admin.context.close()
 
 
 def test_the_locked_out_log_in_page_is_plain_and_within_the_csp(transactional_db, demo, live_server, browser, settings):  # noqa: F811
