@@ -11,5 +11,6 @@ urlpatterns = [
     # otherwise go to the login page and come back to a GET of this POST-only view.
     path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("admin/", admin.site.urls),
+    path("costs/", include("costs.urls")),
     path("", include("workflows.urls")),
 ]
