@@ -32,12 +32,16 @@ class BudgetForm(forms.Form):
 
 
 class AlertRuleForm(forms.ModelForm):
+    webhook_url = forms.URLField(
+        required=False, max_length=500, assume_scheme="https",
+        label="Webhook URL (Slack-compatible: receives {\"text\": ...})",
+    )
+
     class Meta:
         model = AlertRule
         fields = ["workflow", "metric", "threshold", "window_minutes", "cooldown_minutes", "email", "webhook_url",
                   "enabled"]
-        labels = {"webhook_url": "Webhook URL (Slack-compatible: receives {\"text\": ...})",
-                  "window_minutes": "Window (minutes, for latency, failure and escape rates)",
+        labels = {"window_minutes": "Window (minutes, for latency, failure and escape rates)",
                   "cooldown_minutes": "Cool-down (minutes)"}
 
     def __init__(self, *args, workflows=None, **kwargs):

@@ -245,8 +245,8 @@ def projections(user, *, now: datetime | None = None) -> list[WorkflowProjection
     workflows = list(workflows_for_costs(user))
     per_submission: dict[int, list[float]] = {wf.pk: [] for wf in workflows}
     for wf_id, cost in (
+        # Grouped by submission (annotate before values_list): one cost per submission.
         Submission.objects.filter(workflow_version__workflow__in=workflows, created_at__gte=since)
-        .values_list("workflow_version__workflow_id")
         .annotate(cost=Coalesce(Sum("llm_calls__cost_usd"), Decimal(0)))
         .values_list("workflow_version__workflow_id", "cost")
     ):
@@ -298,7 +298,7 @@ def model_switch(workflow: Workflow, primary: str, since: datetime) -> list[dict
     calls (QA, cascade, fallbacks) unchanged. Token counts differ a little between model
     families' tokenizers; this is the estimate a price table can give."""
     calls = LLMCall.objects.filter(**{f"{WF}": workflow}, created_at__gte=since)
-    total = _money(calls.aggregate(c=Sum("cost_usd"))["c"])
+    total = calls.aggregate(c=Sum("cost_usd"))["c"] or Decimal(0)  # rounded only at the end
     own = calls.filter(model=primary, purpose__in=[CallPurpose.DRAFT, CallPurpose.REPAIR, CallPurpose.SAMPLE])
     sums = own.aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"), k=Sum("cached_tokens"), cost=Sum("cost_usd"))
     if not sums["p"] and not sums["c"]:
@@ -309,8 +309,8 @@ def model_switch(workflow: Workflow, primary: str, since: datetime) -> list[dict
         if model == primary or model.startswith("offline"):
             continue
         alt = _reprice(model, sums["p"] or 0, sums["c"] or 0, sums["k"] or 0)
-        new_total = _money(total - own_cost + alt)
-        rows.append({"model": model, "cost": new_total, "change": new_total - total,
+        new_total = total - own_cost + alt
+        rows.append({"model": model, "cost": _money(new_total), "change": _money(new_total - total),
                      "change_pct": float((new_total - total) / total * 100) if total else None})
     return sorted(rows, key=lambda r: r["cost"])
 
