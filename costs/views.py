@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from workflows.denials import get_in_scope
+from workflows.denials import OutOfScope, get_in_scope
 from workflows.roles import COMPLIANCE, WORKFLOW_ADMIN, has_role
 from workflows.views.common import render_page, role_required
 
@@ -76,7 +76,7 @@ def reviewers(request):
 def csv_download(request, name: str):
     builder = tables.BUILDERS.get(name)
     if builder is None:
-        raise Http404("No such table")
+        raise OutOfScope("no such cost table", object_type="page", object_id=request.path[:64])
     days, since = _since(request)
     table = builder(request.user, since)
 

@@ -11,7 +11,8 @@ from django.test import Client
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
-from costs import alerts, selectors, services as cost_services, tables
+from costs import alerts, selectors, tables
+from costs import services as cost_services
 from costs.budgets import month_start
 from costs.models import AlertMetric, AlertNotification, AlertRule, Budget
 from costs.tasks import evaluate_costs

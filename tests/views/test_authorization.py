@@ -17,6 +17,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from costs.models import AlertMetric, AlertRule
 from workflows import services
 from workflows.models import AuditEvent, ReviewState, ReviewTask, Submission, SubmissionState
 
@@ -73,6 +74,20 @@ MATRIX = [
     ("audit_export",        "GET",  "/audit/export/?format=csv",            (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
     ("audit_export",        "GET",  "/audit/export/?format=pdf",            (LOGIN, 404, 404, 404, 404, 404, 400, 404)),
     ("audit_export_manifest", "GET", "/audit/export/manifest/?format=jsonl", (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
+    # Costs (issue 9): workflow admins and compliance read; only workflow admins change budgets and rules.
+    ("costs_overview",      "GET",  "/costs/?days=7",                       (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_latency",       "GET",  "/costs/latency/",                      (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_reviewers",     "GET",  "/costs/reviewers/",                    (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_csv",           "GET",  "/costs/csv/cost-by-day.csv",           (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_csv",           "GET",  "/costs/csv/no-such-table.csv",         (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
+    ("costs_budgets",       "GET",  "/costs/budgets/",                      (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_budget_edit",   "GET",  "/costs/budgets/customer-reply/",       (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("costs_budget_edit",   "POST", "/costs/budgets/customer-reply/",       (LOGIN, 404, 404, 404, 404, 404, 404, 422)),
+    ("costs_budget_edit",   "GET",  "/costs/budgets/no-such-workflow/",     (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
+    ("costs_alert_new",     "GET",  "/costs/alerts/new/",                   (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("costs_alert_new",     "POST", "/costs/alerts/new/",                   (LOGIN, 404, 404, 404, 404, 404, 404, 422)),
+    ("costs_alert_edit",    "GET",  "/costs/alerts/{rule}/",                (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("costs_alert_delete",  "POST", "/costs/alerts/{rule}/delete/",         (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
 ]
 # Names deliberately outside this matrix: the Django admin is not part of normal operation.
 NOT_IN_MATRIX = {"admin"}
@@ -87,7 +102,9 @@ def world(people, routed):
     services.generation_claim(submission_id=sub_fail.pk)
     services.generation_fail(submission_id=sub_fail.pk, attempt=1, kind="provider_unavailable", reason="503")
     task = lambda s: ReviewTask.objects.get(submission=s).pk  # noqa: E731
+    rule = AlertRule.objects.create(workflow=sub_a.workflow_version.workflow, metric=AlertMetric.QUEUE_AGE, threshold=30)
     return {
+        "rule": rule.pk,
         "sub_a": sub_a.pk, "sub_b": sub_b.pk, "sub_dual": sub_dual.pk, "sub_fail": sub_fail.pk,
         "task_a": task(sub_a), "task_b": task(sub_b), "task_dual": task(sub_dual),
     }
