@@ -140,7 +140,7 @@ def decisions(user, since: datetime) -> Table:
     rows = selectors.decisions_by_day(user, since)
     return Table("decisions-by-day", "Review decisions per day", ["Day", "Decisions"],
                  [[str(r["day"]), r["n"]] for r in rows],
-                 {"type": "line", "labels": [str(r["day"]) for r in rows],
+                 {"type": "bar", "labels": [str(r["day"]) for r in rows],
                   "datasets": [{"label": "Decisions", "data": [r["n"] for r in rows]}]})
 
 
