@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
@@ -18,7 +19,7 @@ from workflows.views.common import render_page, role_required
 
 from . import selectors, services, tables
 from .forms import AlertRuleForm, BudgetForm, PeriodForm
-from .models import AlertNotification, LatencyTarget
+from .models import AlertNotification, Budget, LatencyTarget
 
 READERS = (WORKFLOW_ADMIN, COMPLIANCE)
 PAGE_SIZE = 50
@@ -120,7 +121,7 @@ def budgets(request):
 @require_http_methods(["GET", "POST"])
 def budget_edit(request, slug: str):
     workflow = get_in_scope(selectors.workflows_for_costs(request.user), slug=slug)
-    budget = getattr(workflow, "budget", None) if hasattr(workflow, "budget") else None
+    budget = Budget.objects.filter(workflow=workflow).first()
     target = LatencyTarget.objects.filter(workflow=workflow).first()
     initial = {
         "monthly_usd": budget.monthly_usd if budget else None, "hard_stop": budget.hard_stop if budget else False,
@@ -130,25 +131,28 @@ def budget_edit(request, slug: str):
     form = BudgetForm(request.POST if request.method == "POST" else None, initial=initial)
     if request.method == "POST":
         if form.is_valid():
-            data = form.cleaned_data
-            if data["monthly_usd"] is not None:
-                if budget is None or (budget.monthly_usd, budget.hard_stop) != (data["monthly_usd"], data["hard_stop"]):
-                    services.budget_set(workflow=workflow, monthly_usd=data["monthly_usd"],
-                                        hard_stop=data["hard_stop"], actor=request.user)
-            elif budget is not None:
-                services.budget_remove(workflow=workflow, actor=request.user)
-            share = data["target_share"] / 100
-            if target is None and (data["target_seconds"], share) != (LatencyTarget.DEFAULT_SECONDS,
-                                                                      LatencyTarget.DEFAULT_SHARE) or (
-                    target is not None and (target.seconds, target.share) != (data["target_seconds"], share)):
-                services.latency_target_set(workflow=workflow, seconds=data["target_seconds"], share=share,
-                                            actor=request.user)
+            _save_budget_form(workflow, budget, target, form.cleaned_data, request.user)
             messages.success(request, f"Saved the budget and targets of {workflow.name}.")
             return redirect("costs_budgets")
         status = 422
     else:
         status = 200
     return render_page(request, "costs/budget_form.html", {"workflow": workflow, "form": form}, status=status)
+
+
+@transaction.atomic
+def _save_budget_form(workflow, budget, target, data, user) -> None:
+    """Budget and target of one form: both saved or neither. An unchanged value records nothing."""
+    if data["monthly_usd"] is not None:
+        if budget is None or (budget.monthly_usd, budget.hard_stop) != (data["monthly_usd"], data["hard_stop"]):
+            services.budget_set(workflow=workflow, monthly_usd=data["monthly_usd"], hard_stop=data["hard_stop"],
+                                actor=user)
+    elif budget is not None:
+        services.budget_remove(workflow=workflow, actor=user)
+    wanted = (data["target_seconds"], data["target_share"] / 100)
+    current = (target.seconds, target.share) if target else (LatencyTarget.DEFAULT_SECONDS, LatencyTarget.DEFAULT_SHARE)
+    if wanted != current:
+        services.latency_target_set(workflow=workflow, seconds=wanted[0], share=wanted[1], actor=user)
 
 
 @role_required(WORKFLOW_ADMIN)

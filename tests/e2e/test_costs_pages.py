@@ -32,8 +32,10 @@ def _history(demo):
     reviewer = demo.users["reviewer"]
     for i in range(24):
         lane = list(LANES)[i % 3]
-        submission = services.submission_create(version=version, user=demo.users["submitter"],
-                                                data=dict(CUSTOMER_REPLY_INPUT))
+        # Saved directly, not through submission_create: this test commits, and the session's
+        # worker (started by an earlier test) would otherwise take the generation task first.
+        submission = Submission.objects.create(workflow_version=version, submitted_by=demo.users["submitter"],
+                                               data=dict(CUSTOMER_REPLY_INPUT))
         claimed = services.generation_claim(submission_id=submission.pk)
         result = scripted_result(version.spec, submission.data, probability=LANES[lane],
                                  content={"reply": "Dear Ann, we are sorry.", "tone": "apologetic"})
