@@ -15,6 +15,7 @@ from costs import alerts, selectors, tables
 from costs import services as cost_services
 from costs.budgets import month_start
 from costs.models import AlertMetric, AlertNotification, AlertRule, Budget
+from costs.projection import wilson_upper
 from costs.tasks import evaluate_costs
 from tests.conftest import wait_for
 from tests.integration.conftest import submit, unique_marker, wait_routed
@@ -238,18 +239,50 @@ def test_an_alert_fires_once_per_incident(transactional_db, demo, webhook, setti
     assert len(webhook.log) == 2 and len(mail.outbox) == 2
 
 
-def test_queue_age_and_escape_rate_rules_measure_the_review_queue(demo):
-    from tests.integration.conftest import drafted
+def _auto_approved_and_sampled(demo, customer_reply_input):
+    """A submission whose auto-approved draft was drawn for the audit sample (a review task)."""
+    from tests.integration.conftest import completion
+    from workflows import services
 
-    workflow = demo.workflows["customer-reply"]
+    submission = submit(demo, customer_reply_input)
+    claimed = services.generation_claim(submission_id=submission.pk)
+    draft = services.draft_record(submission_id=submission.pk, attempt=claimed.attempts,
+                                  result=completion("auto"), audit_draw=0.0)
+    task = draft.review_tasks.get()
+    assert task.sampled
+    return task
+
+
+def test_alert_metrics_queue_age_escape_rate_and_failure_rate(demo, customer_reply_input):
+    from tests.integration.conftest import drafted
+    from workflows import services
+
+    workflow, reviewer = demo.workflows["customer-reply"], demo.users["reviewer"]
     queue = AlertRule.objects.create(workflow=workflow, metric=AlertMetric.QUEUE_AGE, threshold=10)
     escape = AlertRule.objects.create(workflow=workflow, metric=AlertMetric.ESCAPE_RATE, threshold=0.5,
                                       window_minutes=60 * 24)
-    assert alerts.measure(escape, timezone.now()) is None  # no audit-sampled labels: nothing to judge
-    draft = drafted(submit(demo, {"customer_name": "Ann Example", "customer_email": "ann@example.com",
-                                  "channel": "email", "complaint": "Broken.", "refund_offered": False}))
-    task = draft.review_tasks.get()
+    failures = AlertRule.objects.create(workflow=workflow, metric=AlertMetric.FAILURE_RATE, threshold=0.3)
+    now = timezone.now()
+    assert alerts.measure(escape, now) is None  # no audit-sampled decisions: nothing to judge
+    assert alerts.measure(failures, now) is None  # nothing generated yet
+
+    task = drafted(submit(demo, customer_reply_input)).review_tasks.get()
     assert alerts.measure(queue, task.created_at + timedelta(minutes=25)) == pytest.approx(25)
+
+    # Audit sample: one approved unchanged, one rejected -> 1 material change in 2.
+    kept, changed = (_auto_approved_and_sampled(demo, customer_reply_input) for _ in range(2))
+    services.review_claim(task_id=kept.pk, user=reviewer)
+    services.review_approve(task_id=kept.pk, user=reviewer)
+    services.review_claim(task_id=changed.pk, user=reviewer)
+    services.review_reject(task_id=changed.pk, user=reviewer, reason_code="inaccurate", reason_text="Wrong facts.")
+    assert alerts.measure(escape, timezone.now()) == pytest.approx(wilson_upper(1, 2))
+
+    # Three drafts and one generation that failed: a failure rate of 1/4.
+    failed = submit(demo, customer_reply_input)
+    claimed = services.generation_claim(submission_id=failed.pk)
+    services.generation_fail(submission_id=failed.pk, attempt=claimed.attempts, kind="provider_unavailable",
+                             reason="503")
+    assert alerts.measure(failures, timezone.now()) == pytest.approx(0.25)
 
 
 def test_csv_of_a_chart_has_its_numbers(demo, customer_reply_input):
@@ -264,3 +297,27 @@ def test_csv_of_a_chart_has_its_numbers(demo, customer_reply_input):
     lines = b"".join(response.streaming_content).decode().splitlines()
     assert lines[0].startswith("Model,Calls,Failed calls")
     assert len(lines) == 1 + len(table.rows) and len(table.rows) >= 1
+
+
+def test_latency_percentiles_and_target_share_from_sql(demo):
+    """Released in 2, 4, 6 and 8 seconds (non-blocking lanes), one blocking draft in 100 s that
+    does not count: p50 = 5 s, p95 = 7.7 s (linear interpolation), half within the 5 s target;
+    model calls of 100, 200, 300, 400 and 400 ms (every lane counts): p50 = 300 ms."""
+    workflow = demo.workflows["underwriting-memo"]
+    now = timezone.now() - timedelta(hours=1)
+    for seconds, lane in ((2, "auto_approve"), (4, "async_review"), (6, "auto_approve"), (8, "async_review"),
+                          (100, "blocking_review")):
+        s = Submission.objects.create(workflow_version=demo.version("underwriting-memo"), data={}, lane=lane,
+                                      submitted_by=demo.users["submitter"], created_at=now,
+                                      released_at=now + timedelta(seconds=seconds))
+        LLMCall.objects.create(submission=s, attempt=1, engine="openai", model="gpt-4o-mini", ok=True,
+                               latency_ms=seconds * 50 if seconds < 100 else 400, created_at=now)
+    (row,) = [r for r in selectors.latency_by_workflow(demo.users["compliance"], now - timedelta(days=1))
+              if r["slug"] == "underwriting-memo"]
+    assert row["released"] == 4
+    assert row["e2e_p50_s"] == pytest.approx(5.0) and row["e2e_p95_s"] == pytest.approx(7.7)
+    assert row["met_share"] == pytest.approx(0.5) and row["meets_target"] is False
+    assert row["call_p50_ms"] == pytest.approx(300) and row["calls"] == 5
+    rule = AlertRule.objects.create(workflow=workflow, metric=AlertMetric.LATENCY_P95, threshold=5,
+                                    window_minutes=24 * 60)
+    assert alerts.measure(rule, timezone.now()) == pytest.approx(7.7)
