@@ -103,3 +103,18 @@ def test_admin_creates_edits_and_deletes_an_alert_rule(people, client_for, demo)
 def test_a_bad_period_falls_back_to_30_days(people, client_for):
     response = client_for("compliance").get("/costs/?days=abc")
     assert response.status_code == 200 and "last 30 days" in response.content.decode()
+
+
+def test_submitter_is_told_before_sending_that_drafting_is_on_hold(people, client_for, demo):
+    from costs.models import Budget as BudgetModel
+    from workflows.models import LLMCall, Submission
+
+    url = "/workflows/customer-reply/new/"
+    assert 'id="on-hold-notice"' not in client_for("submitter").get(url).content.decode()
+    s = Submission.objects.create(workflow_version=demo.version("customer-reply"), submitted_by=people["submitter"],
+                                  data={})
+    LLMCall.objects.create(submission=s, attempt=1, engine="openai", model="gpt-4o", ok=True, cost_usd=Decimal("2"))
+    BudgetModel.objects.create(workflow=demo.workflows["customer-reply"], monthly_usd=Decimal("1"), hard_stop=True)
+    body = client_for("submitter").get(url).content.decode()
+    assert 'id="on-hold-notice"' in body and "kept and drafted automatically" in body
+    assert 'value="next"' in body  # sending is still offered: nothing is lost by sending
