@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "workflows",
     "calibration",
     "evals",
+    "costs",
 ]
 
 MIDDLEWARE = [
@@ -392,6 +393,24 @@ CONTENT_SECURITY_POLICY = {
 }
 # axes turns a locked-out log-in into its answer here, so it comes last (axes' documentation).
 MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+# Costs, budgets and alerts (issue 9, costs/). The generation gate is how workflows asks costs
+# whether a workflow may spend (workflows/gate.py); workflows never imports costs.
+REVIEWDESK_GENERATION_GATE = "costs.budgets.generation_gate"
+# Seconds between evaluations of the alert rules, the budget warnings and the resumption of
+# submissions held by a spent budget.
+REVIEWDESK_ALERT_EVALUATE_SECONDS = env_int("REVIEWDESK_ALERT_EVALUATE_SECONDS", 60, minimum=10)
+# Outgoing e-mail (budget warnings, alerts). Without EMAIL_HOST messages go to the log.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                 else "django.core.mail.backends.console.EmailBackend")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reviewdesk@localhost")
+CELERY_BEAT_SCHEDULE.update({
+    "costs-evaluate": {"task": "costs.tasks.evaluate_costs", "schedule": float(REVIEWDESK_ALERT_EVALUATE_SECONDS)},
+})
 
 LOGGING = {
     "version": 1,

@@ -17,5 +17,6 @@ urlpatterns = [
     path("evals/", include("evals.urls")),
     # Prometheus (issue 9): bearer token in production, see reviewdesk/metrics.py.
     path("metrics", metrics, name="metrics"),
+    path("costs/", include("costs.urls")),
     path("", include("workflows.urls")),
 ]

@@ -145,19 +145,26 @@ class SubmissionState(models.TextChoices):
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
     FAILED = "failed", "Failed"
+    # Generation waits (a workflow's monthly budget has a hard stop and is spent): the
+    # submission is kept and goes back to "submitted" when the budget allows again.
+    PAUSED = "paused", "On hold"
 
 
 # The submission state machine, in one place. Every state change goes through
 # Submission.transition_to, which consults this table.
 TRANSITIONS: dict[str, set[str]] = {
-    SubmissionState.SUBMITTED: {SubmissionState.GENERATING, SubmissionState.FAILED},
+    SubmissionState.SUBMITTED: {SubmissionState.GENERATING, SubmissionState.FAILED, SubmissionState.PAUSED},
     SubmissionState.GENERATING: {SubmissionState.ROUTED, SubmissionState.FAILED},
     SubmissionState.ROUTED: {
         SubmissionState.APPROVED,
         SubmissionState.REJECTED,
         SubmissionState.REGENERATING,
     },
-    SubmissionState.REGENERATING: {SubmissionState.GENERATING, SubmissionState.FAILED},
+    SubmissionState.REGENERATING: {SubmissionState.GENERATING, SubmissionState.FAILED, SubmissionState.PAUSED},
+    # Paused by the generation gate (a spent budget with a hard stop); resumed as a new request,
+    # so the claim, the sweep and the retry treat it like any other waiting submission. A
+    # regeneration's feedback stays in regenerate_feedback and is used when it is drafted.
+    SubmissionState.PAUSED: {SubmissionState.SUBMITTED},
     # An auto-approved draft picked for the audit sample can still be retracted by its reviewer.
     SubmissionState.APPROVED: {SubmissionState.REJECTED},
     SubmissionState.REJECTED: set(),
@@ -180,7 +187,18 @@ FAILURE_MESSAGES = {
 }
 
 
+# What a submitter reads while generation is on hold: plain words, no amounts or thresholds.
+PAUSED_MESSAGE = (
+    "Drafting is on hold: this workflow has reached its spending limit for the month. Your request "
+    "is saved and will be drafted automatically as soon as the limit is raised or the new month "
+    "begins. You do not need to send it again."
+)
+
+
 class SubmissionQuerySet(models.QuerySet):
+    def paused(self):
+        return self.filter(state=SubmissionState.PAUSED)
+
     def drafting(self):
         return self.filter(state__in=DRAFTING_STATES)
 
@@ -281,6 +299,14 @@ class Submission(models.Model):
     @property
     def is_awaiting_review(self) -> bool:
         return self.state == SubmissionState.ROUTED
+
+    @property
+    def is_paused(self) -> bool:
+        return self.state == SubmissionState.PAUSED
+
+    @property
+    def paused_message(self) -> str:
+        return PAUSED_MESSAGE
 
     @property
     def is_failed(self) -> bool:

@@ -65,6 +65,14 @@ class AuditAction(StrEnum):
     AUTOMATION_STOPPED = "automation.stopped"  # a workflow admin held every draft for a person
     AUTOMATION_PAUSED = "automation.paused"  # the quality monitor did, on the live escape rate
     AUTOMATION_RESUMED = "automation.resumed"
+    # Costs, budgets and alerts (issue 9; the costs app writes most of them).
+    GENERATION_PAUSED = "generation.paused"  # the generation gate held a submission (spent budget)
+    GENERATION_RESUMED = "generation.resumed"  # a held submission went back to the queue
+    BUDGET_CHANGED = "budget.changed"  # a workflow's monthly budget or hard stop was set or changed
+    BUDGET_WARNING_SENT = "budget.warning_sent"  # spend passed the warning share (once a month)
+    LATENCY_TARGET_CHANGED = "latency_target.changed"
+    ALERT_RULE_CHANGED = "alert_rule.changed"  # created, edited or deleted
+    ALERT_SENT = "alert.sent"  # an alert rule fired and its message went out
 
 
 class CallPurpose(StrEnum):

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from costs.models import AlertMetric, AlertRule
 from evals import services as evals
 from evals.models import EvalRun
 from workflows import services
@@ -103,6 +104,20 @@ MATRIX = [
     ("eval_version_publish", "POST", "/evals/customer-reply/versions/1/publish/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
     ("eval_version_rollback", "POST", "/evals/customer-reply/versions/1/rollback/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
     ("eval_version_dry_run", "POST", "/evals/customer-reply/versions/1/dry-run/", (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    # Costs (issue 9): workflow admins and compliance read; only workflow admins change budgets and rules.
+    ("costs_overview",      "GET",  "/costs/?days=7",                       (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_latency",       "GET",  "/costs/latency/",                      (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_reviewers",     "GET",  "/costs/reviewers/",                    (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_csv",           "GET",  "/costs/csv/cost-by-day.csv",           (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_csv",           "GET",  "/costs/csv/no-such-table.csv",         (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
+    ("costs_budgets",       "GET",  "/costs/budgets/",                      (LOGIN, 404, 404, 404, 404, 404, 200, 200)),
+    ("costs_budget_edit",   "GET",  "/costs/budgets/customer-reply/",       (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("costs_budget_edit",   "POST", "/costs/budgets/customer-reply/",       (LOGIN, 404, 404, 404, 404, 404, 404, 422)),
+    ("costs_budget_edit",   "GET",  "/costs/budgets/no-such-workflow/",     (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
+    ("costs_alert_new",     "GET",  "/costs/alerts/new/",                   (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("costs_alert_new",     "POST", "/costs/alerts/new/",                   (LOGIN, 404, 404, 404, 404, 404, 404, 422)),
+    ("costs_alert_edit",    "GET",  "/costs/alerts/{rule}/",                (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
+    ("costs_alert_delete",  "POST", "/costs/alerts/{rule}/delete/",         (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
 ]
 # Names deliberately outside this matrix: the Django admin is not part of normal operation.
 NOT_IN_MATRIX = {"admin"}
@@ -120,8 +135,9 @@ def world(people, routed):
     dataset = evals.dataset_for(sub_a.workflow_version.workflow)
     evals.cases_import(dataset=dataset, text=json.dumps({"id": "one", "input": sub_a.data, "expect": {}}))
     run = EvalRun.objects.create(version=sub_a.workflow_version, dataset=dataset, total=1)
+    rule = AlertRule.objects.create(workflow=sub_a.workflow_version.workflow, metric=AlertMetric.QUEUE_AGE, threshold=30)
     return {
-        "run": run.pk,
+        "run": run.pk, "rule": rule.pk,
         "sub_a": sub_a.pk, "sub_b": sub_b.pk, "sub_dual": sub_dual.pk, "sub_fail": sub_fail.pk,
         "task_a": task(sub_a), "task_b": task(sub_b), "task_dual": task(sub_dual),
     }

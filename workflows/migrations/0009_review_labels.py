@@ -28,7 +28,7 @@ def label_past_decisions(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0005_retention_erasure'),
+        ('workflows', '0008_generation_paused'),
     ]
 
     operations = [

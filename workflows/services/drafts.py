@@ -13,6 +13,7 @@ from django.utils import timezone
 from .. import audit
 from ..definitions import WorkflowDefinition
 from ..dispatch import enqueue_generation
+from ..gate import generation_hold
 from ..models import DomainError, Draft, LLMCall, ReviewTask, Submission, SubmissionState, WorkflowVersion
 from ..pipeline.types import CallRecord, DraftResult
 from ..roles import REVIEWER, group_names, has_role, system_user
@@ -80,6 +81,12 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     if submission is None:
         return None
     retaken = submission.is_generating
+    # A claim taken over was allowed when it began; a new one asks the gate (a spent budget
+    # with a hard stop pauses it: kept, and resumed by generation_resume).
+    hold = None if retaken else generation_hold(workflow_id=submission.workflow_version.workflow_id)
+    if hold:
+        _pause(submission, hold)
+        return None
     if not retaken:
         submission.transition_to(SubmissionState.GENERATING)
     submission.attempts += 1
@@ -94,6 +101,50 @@ def generation_claim(*, submission_id: int) -> Submission | None:
         payload={"attempt": submission.attempts, "retaken_stale_claim": retaken},
     )
     return submission
+
+
+def _pause(submission: Submission, reason: str) -> None:
+    system = system_user()
+    submission.transition_to(SubmissionState.PAUSED)
+    track(submission, system, f"generation paused: {reason}").save(update_fields=["state", "updated_at"])
+    audit.record(
+        action=AuditAction.GENERATION_PAUSED,
+        obj=submission,
+        actor=system,
+        workflow_version=submission.workflow_version,
+        payload={"reason": reason, "after_attempt": submission.attempts},
+    )
+
+
+def generation_resume(*, workflow_id: int, reason: str, actor=None, limit: int = 500) -> list[int]:
+    """Send paused submissions of a workflow back to the worker, oldest first; none is dropped.
+
+    Called by the app that paused them (costs: when a budget is raised, and by its periodic
+    task when the month turns). Each one is claimed again through the gate, so a budget raised
+    by less than the backlog needs pauses the rest again rather than overspending.
+    Rows locked by another resume are skipped; they are that one's to resume.
+    """
+    who = actor or system_user()
+    with transaction.atomic(), audit.batch():
+        paused = list(
+            Submission.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("workflow_version")
+            .paused()
+            .filter(workflow_version__workflow_id=workflow_id)
+            .order_by("created_at")[:limit]
+        )
+        for submission in paused:
+            submission.transition_to(SubmissionState.SUBMITTED)
+            track(submission, who, f"generation resumed: {reason}").save(update_fields=["state", "updated_at"])
+            audit.record(
+                action=AuditAction.GENERATION_RESUMED,
+                obj=submission,
+                actor=who,
+                workflow_version=submission.workflow_version,
+                payload={"reason": reason},
+            )
+            transaction.on_commit(partial(enqueue_generation, submission.pk))
+    return [s.pk for s in paused]
 
 
 # Only the columns a step changes are written: the submission row carries the form data, and

@@ -11,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from .. import audit, selectors, services
 from ..forms import cleaned_to_json, step_form_class
+from ..gate import generation_hold
 from ..roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
 from .common import render_page, role_required
 
@@ -82,6 +83,8 @@ def submission_new(request, slug: str, step: int = 1):
         "step": step,
         "steps": steps,
         "is_last": step == len(steps),
+        # Said before the request is sent (a spent budget with a hard stop), in plain words.
+        "on_hold": step == 1 and request.method == "GET" and bool(generation_hold(workflow_id=workflow.pk)),
     }
     return render_page(request, "workflows/submission_form.html", context, partial="wizard", status=status)
 
