@@ -20,15 +20,16 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from calibration.maths import upper_bound
 from workflows import audit
+from workflows.labels import MATERIAL
 from workflows.models import AuditEvent, Draft, Lane, LLMCall, ReviewTask, Submission
 from workflows.roles import WORKFLOW_ADMIN, system_user
 from workflows.vocab import AuditAction
 
 from .budgets import month_spend
 from .models import AlertMetric, AlertNotification, AlertRule
-from .projection import wilson_upper
-from .selectors import MATERIAL_DECISIONS, Percentile, queue_age_minutes, seconds_between
+from .selectors import Percentile, queue_age_minutes, seconds_between
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT = 5.0
@@ -67,8 +68,9 @@ def measure(rule: AlertRule, now: datetime) -> float | None:
     if rule.metric == AlertMetric.ESCAPE_RATE:
         counts = ReviewTask.objects.decided().filter(
             submission__workflow_version__workflow_id=wf, sampled=True, decided_at__gte=since,
-        ).aggregate(n=Count("id"), changed=Count("id", filter=Q(decision__in=MATERIAL_DECISIONS)))
-        return wilson_upper(counts["changed"], counts["n"])
+        ).aggregate(n=Count("id"), changed=Count("id", filter=Q(label__in=MATERIAL)))
+        # The same labels and bound as the calibration page and the quality monitor.
+        return upper_bound(counts["changed"], counts["n"]) if counts["n"] else None
     if rule.metric == AlertMetric.QUEUE_AGE:
         return queue_age_minutes(wf, now)
     raise ValueError(f"unknown metric {rule.metric!r}")

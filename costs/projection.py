@@ -71,15 +71,3 @@ def project(costs: list[float], *, month_to_date: float, daily_submissions: floa
 
     return Projection(month_to_date=month_to_date, daily_submissions=daily_submissions,
                       remaining_days=remaining_days, sample_size=len(costs), at_rate=at(1), at_10x=at(10))
-
-
-def wilson_upper(failures: int, total: int, z: float = Z95) -> float | None:
-    """One-sided upper confidence bound (95% by default) of a proportion, Wilson's score
-    interval: sound at small counts and at zero failures, where the plain share says 0."""
-    if total <= 0:
-        return None
-    p = failures / total
-    denom = 1 + z * z / total
-    centre = p + z * z / (2 * total)
-    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return min(1.0, (centre + margin) / denom)

@@ -43,7 +43,6 @@ NON_BLOCKING = (Lane.AUTO_APPROVE, Lane.ASYNC_REVIEW)
 # A reviewer decision that changed the draft materially (for the escape rate): anything but
 # approving it unchanged. Minor/major edit labels arrive with the calibration issue; until then
 # every edit counts, which overstates the escape rate rather than hiding escapes.
-MATERIAL_DECISIONS = (Decision.EDIT, Decision.REJECT, Decision.REGENERATE)
 
 
 def may_see_costs(user) -> bool:

@@ -11,11 +11,11 @@ from django.test import Client
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
+from calibration.maths import upper_bound
 from costs import alerts, selectors, tables
 from costs import services as cost_services
 from costs.budgets import month_start
 from costs.models import AlertMetric, AlertNotification, AlertRule, Budget
-from costs.projection import wilson_upper
 from costs.tasks import evaluate_costs
 from tests.conftest import wait_for
 from tests.integration.conftest import submit, unique_marker, wait_routed
@@ -275,7 +275,7 @@ def test_alert_metrics_queue_age_escape_rate_and_failure_rate(demo, customer_rep
     services.review_approve(task_id=kept.pk, user=reviewer)
     services.review_claim(task_id=changed.pk, user=reviewer)
     services.review_reject(task_id=changed.pk, user=reviewer, reason_code="inaccurate", reason_text="Wrong facts.")
-    assert alerts.measure(escape, timezone.now()) == pytest.approx(wilson_upper(1, 2))
+    assert alerts.measure(escape, timezone.now()) == pytest.approx(upper_bound(1, 2))
 
     # Three drafts and one generation that failed: a failure rate of 1/4.
     failed = submit(demo, customer_reply_input)

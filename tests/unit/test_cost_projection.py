@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from costs.projection import EXACT_LIMIT, Z95, project, remaining_sum, wilson_upper
+from costs.projection import EXACT_LIMIT, Z95, project, remaining_sum
 
 
 def test_projection_matches_a_hand_computed_case():
@@ -52,8 +52,3 @@ def test_nothing_to_project():
     assert (p.at_rate.p50, p.at_rate.p95, p.at_10x.p95) == (2.5, 2.5, 2.5)
 
 
-def test_wilson_upper_bound_hand_computed():
-    # 0 changed of 100: (z^2/200 + sqrt(z^2/40000)) / (1 + z^2/100) with z = 1.6449 -> 0.0264.
-    assert wilson_upper(0, 100) == pytest.approx(0.02634, abs=1e-4)
-    assert wilson_upper(5, 100) > 0.05
-    assert wilson_upper(0, 0) is None
