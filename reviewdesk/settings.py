@@ -282,6 +282,11 @@ REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300
 REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
 REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
+# Audit export jobs (issue 7): where a worker writes export files and their manifests, and the
+# largest export (in rows) the compliance page still streams inside the request; bigger ones
+# are offered only as a job.
+REVIEWDESK_EXPORT_DIR = Path(env_str("REVIEWDESK_EXPORT_DIR", str(VAR_DIR / "exports")))
+REVIEWDESK_EXPORT_STREAM_MAX_ROWS = env_int("REVIEWDESK_EXPORT_STREAM_MAX_ROWS", 200_000, minimum=0)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},

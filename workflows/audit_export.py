@@ -466,7 +466,7 @@ class Export:
         }
 
 
-def record_export(export: Export, *, actor=None, channel: str) -> AuditEvent:
+def record_export(export: Export, *, actor=None, channel: str, extra: dict[str, Any] | None = None) -> AuditEvent:
     """The export as an audit event (no personal data: the actor filter becomes a user id)."""
     return audit.record_standalone(
         action=AuditAction.AUDIT_EXPORTED,
@@ -481,6 +481,7 @@ def record_export(export: Export, *, actor=None, channel: str) -> AuditEvent:
             "file_sha256": export.sha256 if export.complete else None,
             "complete": export.complete,
             "channel": channel,
+            **(extra or {}),
         },
     )
 
