@@ -282,6 +282,20 @@ REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300
 REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
 REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
+# A second anchor target (workflows/audit_chain.py EmailTarget): the signed anchor is also
+# e-mailed to these compliance addresses (comma-separated). Needs EMAIL_HOST: an anchor that
+# cannot leave the building is no anchor, so the console backend is never used for it.
+REVIEWDESK_AUDIT_ANCHOR_EMAIL = env_list("REVIEWDESK_AUDIT_ANCHOR_EMAIL", [])
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reviewdesk@localhost")
+EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                 else "django.core.mail.backends.console.EmailBackend")
+if REVIEWDESK_AUDIT_ANCHOR_EMAIL and not EMAIL_HOST:
+    raise ImproperlyConfiguredEnv("REVIEWDESK_AUDIT_ANCHOR_EMAIL needs EMAIL_HOST (an SMTP server) to send anchors.")
 # Audit export jobs (issue 7): where a worker writes export files and their manifests, and the
 # largest export (in rows) the compliance page still streams inside the request; bigger ones
 # are offered only as a job.

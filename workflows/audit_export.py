@@ -32,6 +32,8 @@ import hashlib
 import io
 import json
 import json.encoder
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -238,6 +240,44 @@ def csv_cells(pk: int, fields: dict[str, Any], prev_hash: str, digest: str) -> l
     ]
 
 
+def _prefetched(cursor, size: int) -> Iterator[list[tuple]]:
+    """The cursor's batches, the next one fetched by a helper thread while the caller encodes
+    this one, so PostgreSQL builds lines while Python canonicalises payloads (psycopg waits
+    for the server without holding the GIL). At most three batches exist at once."""
+    batches: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                batch = cursor.fetchmany(size)
+                batches.put(batch)
+                if not batch:
+                    return
+        except BaseException as exc:  # handed to the caller, raised there
+            batches.put(exc)
+
+    thread = threading.Thread(target=fetch, name="audit-export-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = batches.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+    finally:
+        # An abandoned stream: let the helper finish its fetch and go before the cursor closes.
+        stop.set()
+        while thread.is_alive():
+            try:
+                batches.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def _plain(text: str, special: tuple[str, ...]) -> bool:
     """True when plain quoting of ``text`` is its canonical (and CSV) encoding."""
     return text.isprintable() and not any(needle in text for needle in special)
@@ -384,7 +424,7 @@ class Export:
         loads, canonical = json.loads, _canonical
         with self._cursor() as cursor:
             cursor.execute(query, where[1])
-            while batch := cursor.fetchmany(BATCH):
+            for batch in _prefetched(cursor, BATCH):
                 payloads = loads("[" + ",".join([row[2] for row in batch]) + "]")
                 if csv_format:
                     lines = [row[1] + csv_cell(canonical(payload)) + row[3] for row, payload in zip(batch, payloads)]
