@@ -1,16 +1,16 @@
 """Audit export: CSV or JSON Lines with a manifest that tools/verify_export.py checks offline.
 
-Streaming method: a server-side (named) cursor on PostgreSQL, read in batches of
-``BATCH`` rows, encoded in Python. Not ``COPY (SELECT ...) TO STDOUT``: the file must carry
-each event's fields exactly as they were hashed (workflows.audit._hashed_fields and
-canonical_json: Python's ``datetime.isoformat()``, Python's JSON number spelling, keys sorted
-by code point). PostgreSQL's own text output differs on all three (jsonb orders keys by length,
-prints numerics its own way, timestamps as ``2026-01-01 10:00:00+00``), so COPY's bytes would
-have to be parsed and re-encoded in Python anyway, which is what costs; the cursor gives the
-same constant memory (one batch at a time) with the chain's own encoding (canonical_json's
-options, _hashed_fields' keys; created_at is formatted in SQL exactly as isoformat() does, see
-_CREATED_AT). tests/unit/test_verify_export.py and tests/integration/test_audit_export.py hold
-the file to audit.compute_hash.
+Streaming method: a server-side (named) cursor on PostgreSQL, read in batches of ``BATCH``
+rows, the next batch fetched while this one is encoded. Not ``COPY (SELECT ...) TO STDOUT``:
+the file must carry each event's fields exactly as they were hashed (workflows.audit.
+_hashed_fields and canonical_json: Python's ``datetime.isoformat()``, Python's JSON number
+spelling, keys sorted by code point), and PostgreSQL cannot spell every stored payload that way
+(jsonb orders keys by length and prints numerics its own way). So PostgreSQL builds each line
+around its payload (_FAST_SQL: every other field is text, an integer, an address or a formatted
+time) and Python canonicalises only the payloads, a batch at a time; rows whose text would need
+escaping go through the reference encoder (``_reference_rows``, row by row, also used on
+SQLite). tests/unit/test_verify_export.py and tests/integration/test_audit_export.py hold the
+file to audit.compute_hash and the two encoders to the same bytes.
 
 Manifest hash: the file's SHA-256 is only known at the end of a stream. Every export is
 bounded by ``upto``, the chain head id when the export was prepared (the page shows the
