@@ -292,6 +292,18 @@ def _plain(text: str, special: tuple[str, ...]) -> bool:
     return text.isprintable() and not any(needle in text for needle in special)
 
 
+def _json_cells(texts: list[str]) -> list[str]:
+    """csv_cell of each canonical JSON text, the quotes of the whole batch doubled at once.
+    JSON text never holds a raw CR or LF and can only start with { [ " - a digit or a letter,
+    so a cell is quoted iff it holds a quote or a comma, and neutralised iff it starts with -."""
+    if len(texts) < 2:
+        return [csv_cell(text) for text in texts]
+    # NUL cannot occur in JSON text (it is escaped), so it separates the cells safely.
+    doubled = "\x00".join(texts).replace('"', '""').split("\x00")
+    return ['"' + cell + '"' if '"' in cell or "," in cell else ("'" + cell if cell[:1] == "-" else cell)
+            for cell in doubled]
+
+
 def csv_cell(text: str) -> str:
     """One cell as csv.writer (excel dialect, QUOTE_MINIMAL) writes it, after neutralising."""
     text = neutralise(text)
@@ -436,7 +448,7 @@ class Export:
             for batch in _prefetched(cursor, BATCH):
                 payloads = _canonical_batch(loads("[" + ",".join([row[2] for row in batch]) + "]"))
                 if csv_format:
-                    lines = [row[1] + csv_cell(payload) + row[3] for row, payload in zip(batch, payloads)]
+                    lines = [row[1] + cell + row[3] for row, cell in zip(batch, _json_cells(payloads))]
                 else:
                     lines = [row[1] + payload + row[3] for row, payload in zip(batch, payloads)]
                 if not _plain("".join([row[4] for row in batch]), special):
