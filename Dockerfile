@@ -30,6 +30,9 @@ RUN DJANGO_SECRET_KEY=build-time-only-collectstatic-key-never-used-at-runtime-7f
     python manage.py collectstatic --noinput
 
 RUN useradd --create-home --uid 10001 reviewdesk && chown -R reviewdesk:reviewdesk /app
+# Audit export jobs write here (a volume shared by web and worker in docker-compose.yml); a new
+# named volume takes this directory's owner.
+RUN mkdir -p /srv/exports && chown reviewdesk:reviewdesk /srv/exports
 USER reviewdesk
 
 EXPOSE 8000

@@ -302,6 +302,28 @@ REVIEWDESK_EVAL_MARGIN = env_float("REVIEWDESK_EVAL_MARGIN", 0.05)
 REVIEWDESK_DRIFT_CHECK_SECONDS = env_int("REVIEWDESK_DRIFT_CHECK_SECONDS", 86400, minimum=600)
 if not 0 <= REVIEWDESK_EVAL_MARGIN < 1:
     raise ImproperlyConfiguredEnv(f"REVIEWDESK_EVAL_MARGIN={REVIEWDESK_EVAL_MARGIN} must be a share between 0 and 1.")
+
+# Outgoing e-mail (anchors, budget warnings, alerts, automation holds). Without EMAIL_HOST
+# messages go to the log (the console backend).
+# A second anchor target (workflows/audit_chain.py EmailTarget): the signed anchor is also
+# e-mailed to these compliance addresses (comma-separated). Needs EMAIL_HOST: an anchor that
+# cannot leave the building is no anchor, so the console backend is never used for it.
+REVIEWDESK_AUDIT_ANCHOR_EMAIL = env_list("REVIEWDESK_AUDIT_ANCHOR_EMAIL", [])
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reviewdesk@localhost")
+EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                 else "django.core.mail.backends.console.EmailBackend")
+if REVIEWDESK_AUDIT_ANCHOR_EMAIL and not EMAIL_HOST:
+    raise ImproperlyConfiguredEnv("REVIEWDESK_AUDIT_ANCHOR_EMAIL needs EMAIL_HOST (an SMTP server) to send anchors.")
+# Audit export jobs (issue 7): where a worker writes export files and their manifests, and the
+# largest export (in rows) the compliance page still streams inside the request; bigger ones
+# are offered only as a job.
+REVIEWDESK_EXPORT_DIR = Path(env_str("REVIEWDESK_EXPORT_DIR", str(VAR_DIR / "exports")))
+REVIEWDESK_EXPORT_STREAM_MAX_ROWS = env_int("REVIEWDESK_EXPORT_STREAM_MAX_ROWS", 200_000, minimum=0)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
@@ -399,15 +421,7 @@ REVIEWDESK_GENERATION_GATE = "costs.budgets.generation_gate"
 # Seconds between evaluations of the alert rules, the budget warnings and the resumption of
 # submissions held by a spent budget.
 REVIEWDESK_ALERT_EVALUATE_SECONDS = env_int("REVIEWDESK_ALERT_EVALUATE_SECONDS", 60, minimum=10)
-# Outgoing e-mail (budget warnings, alerts). Without EMAIL_HOST messages go to the log.
-EMAIL_HOST = env_str("EMAIL_HOST", "")
-EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
-                 else "django.core.mail.backends.console.EmailBackend")
-EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
-EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reviewdesk@localhost")
+# Outgoing e-mail (budget warnings, alerts, anchors): EMAIL_* above, with the anchor target.
 CELERY_BEAT_SCHEDULE.update({
     "costs-evaluate": {"task": "costs.tasks.evaluate_costs", "schedule": float(REVIEWDESK_ALERT_EVALUATE_SECONDS)},
 })

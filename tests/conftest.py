@@ -318,6 +318,8 @@ def celery_worker_process(django_db_setup, django_db_blocker, model_server, tmp_
         # Circuits opened by a fault test close again within the test's patience.
         "REVIEWDESK_LLM_BREAKER_RESET_SECONDS": "2",
         "DJANGO_DEBUG": "true",
+        # Audit export jobs write here; tests point the test process's settings at it too.
+        "REVIEWDESK_EXPORT_DIR": str(tmp_path_factory.mktemp("exports")),
     }
     # Start from empty queues. They are this run's own; another run's are never touched.
     subprocess.run([sys.executable, "-m", "celery", "-A", "reviewdesk", "purge", "-f", "-Q", queues],
@@ -336,6 +338,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, model_server, tmp_
             log.flush()
             raise RuntimeError(f"celery worker did not start:\n{log_path.read_text()[-4000:]}")
     proc.log_path = log_path
+    proc.export_dir = env["REVIEWDESK_EXPORT_DIR"]
     yield proc
     os.killpg(proc.pid, signal.SIGTERM)
     try:

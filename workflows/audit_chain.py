@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from django.utils import timezone
 from . import audit
 from .models import AuditEvent
 from .vocab import AuditAction
+
+log = logging.getLogger(__name__)
 
 ANCHOR_VERSION = 1
 _ANCHOR_FIELDS = ("version", "event_id", "hash", "count", "anchored_at")
@@ -152,6 +155,11 @@ class AnchorTarget(Protocol):
     def scan(self, key: bytes) -> AnchorScan: ...
 
 
+def _anchor_file_name(anchor: Anchor) -> str:
+    stamp = anchor.anchored_at.replace("-", "").replace(":", "").replace("+0000", "Z")
+    return f"anchor-{stamp}-{anchor.event_id}.json"
+
+
 class DirectoryTarget:
     """One file per anchor, created with O_EXCL (never overwritten), read-only, fsynced."""
 
@@ -162,8 +170,7 @@ class DirectoryTarget:
 
     def write(self, anchor: Anchor, signature: str) -> str:
         self.path.mkdir(parents=True, exist_ok=True)
-        stamp = anchor.anchored_at.replace("-", "").replace(":", "").replace("+0000", "Z")
-        target = self.path / f"anchor-{stamp}-{anchor.event_id}.json"
+        target = self.path / _anchor_file_name(anchor)
         data = json.dumps({**anchor.body(), "hmac_sha256": signature}, sort_keys=True, indent=1) + "\n"
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
@@ -192,8 +199,85 @@ class DirectoryTarget:
         return scan
 
 
+class EmailTarget:
+    """The signed anchor e-mailed to a compliance address list through Django's e-mail backend:
+    the JSON in the body and as an attachment named as a directory anchor would be, so an officer
+    can save the attachments into a folder and check the chain against them
+    (``verify_audit --anchor-dir FOLDER``). Write-only: ReviewDesk cannot read a mailbox back, so
+    ``scan`` finds nothing; what it proves lives in the recipients' mailboxes (docs/COMPLIANCE.md)."""
+
+    name = "email"
+
+    def __init__(self, recipients: list[str], sender: str | None = None):
+        self.recipients = list(recipients)
+        self.sender = sender
+
+    def write(self, anchor: Anchor, signature: str) -> str:
+        from django.core.mail import EmailMessage
+
+        data = json.dumps({**anchor.body(), "hmac_sha256": signature}, sort_keys=True, indent=1) + "\n"
+        message = EmailMessage(
+            subject=f"ReviewDesk audit anchor: event {anchor.event_id} ({anchor.count} events)",
+            body=(
+                f"ReviewDesk anchored its audit chain at {anchor.anchored_at}.\n\n"
+                f"Anchored event: {anchor.event_id}\nEvents in the chain up to it: {anchor.count}\n"
+                f"Its hash: {anchor.hash}\n\nThe signed anchor (HMAC-SHA256) follows and is attached. Keep this "
+                "message where the people who run ReviewDesk and its database cannot change or delete it. To check "
+                "the chain against it, save the attachment into a folder and run\n"
+                "  python manage.py verify_audit --anchor-dir FOLDER\n\n" + data
+            ),
+            from_email=self.sender,
+            to=self.recipients,
+        )
+        message.attach(_anchor_file_name(anchor), data, "application/json")
+        message.send(fail_silently=False)
+        return f"email:{','.join(self.recipients)}"
+
+    def scan(self, key: bytes) -> AnchorScan:
+        return AnchorScan()
+
+
+class MultiTarget:
+    """Writes each anchor to every configured target; reads back from those that can be read.
+
+    An anchor counts as written when at least one target took it; the targets that failed are
+    named (``failures``) so the audit.anchored event and the log say which copy is missing.
+    """
+
+    name = "multi"
+
+    def __init__(self, targets: list[AnchorTarget]):
+        self.targets = list(targets)
+        self.name = "+".join(target.name for target in self.targets)
+        self.failures: list[str] = []
+
+    def write(self, anchor: Anchor, signature: str) -> str:
+        self.failures = []
+        written = []
+        for target in self.targets:
+            try:
+                written.append(target.write(anchor, signature))
+            except OSError as exc:  # smtplib's errors are OSErrors too
+                self.failures.append(f"{target.name}: {type(exc).__name__}: {exc}")
+        if not written:
+            raise OSError("; ".join(self.failures))
+        return "; ".join(written)
+
+    def scan(self, key: bytes) -> AnchorScan:
+        scan = AnchorScan()
+        for target in self.targets:
+            found = target.scan(key)
+            scan.valid.extend(found.valid)
+            scan.refused.extend(found.refused)
+        return scan
+
+
 def default_target() -> AnchorTarget:
-    return DirectoryTarget(settings.REVIEWDESK_AUDIT_ANCHOR_DIR)
+    """The directory always; the e-mail target too when REVIEWDESK_AUDIT_ANCHOR_EMAIL is set."""
+    directory = DirectoryTarget(settings.REVIEWDESK_AUDIT_ANCHOR_DIR)
+    if not settings.REVIEWDESK_AUDIT_ANCHOR_EMAIL:
+        return directory
+    return MultiTarget([directory, EmailTarget(settings.REVIEWDESK_AUDIT_ANCHOR_EMAIL)])
 
 
 @dataclass(frozen=True)
@@ -261,9 +345,15 @@ def anchor_head(target: AnchorTarget | None = None) -> Anchor:
     except OSError as exc:
         raise AnchorError(f"cannot write the anchor ({target.name}): {exc}") from exc
     anchor = Anchor(**anchor.body(), location=location)
+    failures = list(getattr(target, "failures", []))
+    if failures:
+        log.error("anchor of event %s written, but not to every target: %s", anchor.event_id, "; ".join(failures))
+    payload = {**anchor.body(), "target": target.name, "location": location}
+    if failures:
+        payload["failed_targets"] = [failure.split(":", 1)[0] for failure in failures]
     with transaction.atomic():
         audit.record(action=AuditAction.AUDIT_ANCHORED, object_type="audit_chain", object_id=anchor.event_id,
-                     payload={**anchor.body(), "target": target.name, "location": location})
+                     payload=payload)
     return anchor
 
 

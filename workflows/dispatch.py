@@ -30,3 +30,15 @@ def enqueue_generation(submission_id: int) -> None:
         send_generation(submission_id)
     except BrokerError:
         log.warning("broker unavailable; submission %s will be picked up by the sweep", submission_id)
+
+
+RUN_AUDIT_EXPORT = "workflows.tasks.run_audit_export"
+
+
+def enqueue_audit_export(job_id: int) -> None:
+    """Send the export job's task on commit (default queue). A broker outage leaves the job
+    queued; the page says so and the officer can ask again."""
+    try:
+        current_app.send_task(RUN_AUDIT_EXPORT, args=[job_id])
+    except BrokerError:
+        log.warning("broker unavailable; export job %s stays queued", job_id)

@@ -532,3 +532,53 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise DomainError("Audit events are append-only.")
+
+
+class AuditExportJob(models.Model):
+    """An audit export written to a file by a worker (workflows.tasks.run_audit_export), for
+    exports too big to stream inside a web request. The file and its manifest live in
+    REVIEWDESK_EXPORT_DIR; the row keeps the request, the progress and the outcome.
+
+    Not history-tracked: progress is written once per batch, which would be a history row per
+    batch; what matters for the record (asked, finished or failed, each download) is in the
+    audit chain.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    format = models.CharField(max_length=8)
+    # ExportFilters.as_manifest(): times as ISO 8601, the rest as given.
+    filters = models.JSONField(default=dict)
+    upto = models.BigIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    total = models.BigIntegerField(default=0)
+    rows_written = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    file_name = models.CharField(max_length=200, blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["requested_by", "-id"])]
+
+    def __str__(self):
+        return f"export job {self.pk} ({self.format}, {self.state})"
+
+    @property
+    def active(self) -> bool:
+        return self.state in (self.State.QUEUED, self.State.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        if self.state == self.State.DONE:
+            return 100
+        return min(100, int(self.rows_written * 100 / self.total)) if self.total else 0

@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .denials import get_in_scope
-from .models import AuditEvent, Lane, LLMCall, ReviewTask, Submission, Workflow
+from .models import AuditEvent, AuditExportJob, Lane, LLMCall, ReviewTask, Submission, Workflow
 from .roles import COMPLIANCE, REVIEWER, SUBMITTER, WORKFLOW_ADMIN, has_role
 
 
@@ -114,6 +114,23 @@ def audit_events_for(user) -> QuerySet[AuditEvent]:
     if not has_role(user, COMPLIANCE):
         return AuditEvent.objects.none()
     return AuditEvent.objects.select_related("workflow_version__workflow").order_by("-id")
+
+
+def audit_export_jobs_for(user) -> QuerySet[AuditExportJob]:
+    """A compliance officer's own export jobs, newest first.
+
+    Own jobs only (docs/ARCHITECTURE.md "Export jobs"): every officer may export the same rows
+    anyway, so nothing is hidden by it, while a file prepared at one officer's request is only
+    ever handed to that officer, and each download names who asked for it. Every export and
+    download is in the audit trail, which all compliance officers read.
+    """
+    if not has_role(user, COMPLIANCE):
+        return AuditExportJob.objects.none()
+    return AuditExportJob.objects.filter(requested_by=user).order_by("-id")
+
+
+def audit_export_job_for(user, pk: int) -> AuditExportJob:
+    return get_in_scope(audit_export_jobs_for(user), pk=pk)
 
 
 def stalled_generation_ids(*, limit: int = 500) -> list[int]:

@@ -139,3 +139,19 @@ def anchor_audit_head() -> dict | None:
         log.error("audit anchor not written: %s", exc)
         return None
     return {"event_id": anchor.event_id, "count": anchor.count, "location": anchor.location}
+
+
+@shared_task(bind=True, acks_late=True, name="workflows.tasks.run_audit_export", max_retries=3)
+def run_audit_export(self, job_id: int) -> str:
+    """Write an export job's file and manifest (default queue). Safe to run twice: only a
+    queued job, or a running one whose worker went silent, is claimed; a job another worker is
+    writing now is looked at again once it would count as silent."""
+    job, busy = services.audit_export_job_claim(job_id=job_id)
+    if job is None:
+        if busy:
+            raise self.retry(countdown=services.audit_exports.STALE_AFTER.total_seconds() + 5)
+        log.info("export job %s: nothing to do (already done or failed)", job_id)
+        return "skipped"
+    job = services.audit_export_job_run(job=job)
+    log.info("export job %s: %s, %s rows", job_id, job.state, job.rows_written)
+    return job.state

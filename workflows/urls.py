@@ -23,4 +23,7 @@ urlpatterns = [
     path("audit/", audit.audit_log, name="audit_log"),
     path("audit/export/", audit.audit_export, name="audit_export"),
     path("audit/export/manifest/", audit.audit_export_manifest, name="audit_export_manifest"),
+    path("audit/export/jobs/", audit.audit_export_jobs, name="audit_export_jobs"),
+    path("audit/export/jobs/<int:pk>/file/", audit.audit_export_job_file, name="audit_export_job_file"),
+    path("audit/export/jobs/<int:pk>/manifest/", audit.audit_export_job_manifest, name="audit_export_job_manifest"),
 ]

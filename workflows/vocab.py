@@ -51,6 +51,8 @@ class AuditAction(StrEnum):
     WORKFLOW_ROLLED_BACK = "workflow.rolled_back"
     EVAL_DRIFT_DETECTED = "eval.drift_detected"  # the current version's scheduled eval fell beyond the margin  # an earlier definition copied as a new candidate
     AUDIT_EXPORTED = "audit.exported"
+    AUDIT_EXPORT_REQUESTED = "audit.export_requested"  # an export job was asked for (workflows.tasks.run_audit_export)
+    AUDIT_EXPORT_DOWNLOADED = "audit.export_downloaded"  # a finished job's file or manifest was downloaded
     EVIDENCE_EXPORTED = "evidence.exported"  # a submission's evidence bundle was downloaded
     AUDIT_VERIFIED = "audit.verified"  # a checkpoint: the verified head (workflows/audit_chain.py)
     AUDIT_ANCHORED = "audit.anchored"  # the verified head written outside the database

@@ -247,3 +247,67 @@ def test_an_export_bound_beyond_the_head_is_refused(demo):
     for url in ("/audit/export/", "/audit/export/manifest/"):
         assert client.get(url, {"format": "jsonl", "upto": beyond}).status_code == 400
     assert not AuditEvent.objects.filter(action="audit.exported").exists()
+
+
+# --- the fast path writes exactly what the reference encoder writes --------------------------
+
+_ODD_TEXTS = ["", "plain", "x" * 64, "ok ✓ Grüße 東京 😀", "a,b", 'say "hi"', "back\\slash", "tab\there", "\tlead",
+              "\rlead", "line\nbreak", "cr\rin", "=SUM(A1)", "+1", "-1", "@me", "'quoted", "|=x", "pipe|", "a|+b",
+              "\u00a0nbsp", "\u2028sep", "\ufeffbom", "\x7fdel", "".join(chr(c) for c in range(1, 32)), "=", " "]
+_ODD_PAYLOADS = ['{}', '{"n": 0.1, "tiny": 1e-05, "f": 1.0, "big": 100000000000000000000, "neg": -2.5e-07}',
+                 '{"Z": 1, "a": {"é": [1, "x", null, true], "É": {}}, "😀": "\\u0001 \\" \\\\ \\n", "\\u007f": 2}',
+                 '"a string"', '[1, 2]', '-3', '{"formula": "=1+1", "k,ey": "v\\"q"}',
+                 '{"nested": {"b": {"c": [{"z": 1, "y": 2}]}}, "long": "' + "ü" * 300 + '"}']
+
+
+def _insert_raw(rows):
+    """Rows straight into the table (INSERT is allowed; hashes need not chain: the exporter
+    copies what is stored, and these tests compare encoders, not the chain)."""
+    with connection.cursor() as cursor:
+        for i, (text, payload) in enumerate(rows):
+            cursor.execute(
+                "INSERT INTO workflows_auditevent (created_at, actor_label, action, object_type, object_id, payload, "
+                "request_id, ip, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)",
+                ["2026-02-03T04:05:06.000100+00:00" if i % 2 else "2026-02-03T04:05:06+00:00", text, text, text,
+                 text[:64], payload, text[:64], ["10.0.0.1", "::1", None][i % 3], text[:64], f"h{i}-" + text[:50]])
+
+
+def _both(export_args, monkeypatch=None):
+    fast = Export(*export_args)
+    reference = Export(*export_args, fast=False)
+    fast_bytes, reference_bytes = b"".join(fast.chunks()), b"".join(reference.chunks())
+    return fast, reference, fast_bytes, reference_bytes
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_the_fast_path_writes_the_reference_bytes_for_every_odd_value(varied, fmt, monkeypatch):
+    rows = [(text, _ODD_PAYLOADS[i % len(_ODD_PAYLOADS)]) for i, text in enumerate(_ODD_TEXTS)]
+    rows += [("plain", payload) for payload in _ODD_PAYLOADS]
+    _insert_raw(rows)
+    # Small batches, so some are all plain, some mixed, and odd rows sit at batch edges.
+    monkeypatch.setattr("workflows.audit_export.BATCH", 4)
+    for filters in (ExportFilters(), ExportFilters(action="plain"), ExportFilters(action="review.approved")):
+        fast, reference, fast_bytes, reference_bytes = _both((fmt, filters))
+        assert fast_bytes == reference_bytes
+        assert fast.row_count == reference.row_count > 0
+        assert fast.sha256 == reference.sha256
+        assert (fast.first_id, fast.first_hash, fast.first_prev_hash, fast.last_id, fast.last_hash) == (
+            reference.first_id, reference.first_hash, reference.first_prev_hash, reference.last_id,
+            reference.last_hash)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_plain_rows_never_take_the_slow_path(varied, fmt, monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plain batch went through the reference encoder")
+
+    with connection.cursor() as cursor:
+        insert_chain(cursor.cursor, 50)
+    # varied's rows are odd on purpose (a "=req" request id, formulas); these 50 are plain.
+    monkeypatch.setattr(Export, "_reencode_odd_rows", refuse)
+    fast, reference, fast_bytes, reference_bytes = _both((fmt, ExportFilters(actor="system", action="draft.routed")))
+    assert fast.row_count == 10 and fast_bytes == reference_bytes
+    path = tmp_path / f"fast.{fmt}"
+    manifest = write_export(str(path), Export(fmt, ExportFilters(actor="system", action="draft.routed")),
+                            exported_by="test")
+    assert manifest["row_count"] == 10 and verify(path)[0] == 0

@@ -118,6 +118,11 @@ MATRIX = [
     ("costs_alert_new",     "POST", "/costs/alerts/new/",                   (LOGIN, 404, 404, 404, 404, 404, 404, 422)),
     ("costs_alert_edit",    "GET",  "/costs/alerts/{rule}/",                (LOGIN, 404, 404, 404, 404, 404, 404, 200)),
     ("costs_alert_delete",  "POST", "/costs/alerts/{rule}/delete/",         (LOGIN, 404, 404, 404, 404, 404, 404, 302)),
+    ("audit_export_jobs",   "GET",  "/audit/export/jobs/",                  (LOGIN, 404, 404, 404, 404, 404, 302, 404)),
+    ("audit_export_jobs",   "POST", "/audit/export/jobs/",                  (LOGIN, 404, 404, 404, 404, 404, 400, 404)),
+    # No such job (jobs are scoped to the officer who asked: tests/integration/test_audit_export_jobs.py).
+    ("audit_export_job_file", "GET", "/audit/export/jobs/999999/file/",     (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
+    ("audit_export_job_manifest", "GET", "/audit/export/jobs/999999/manifest/", (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
 ]
 # Names deliberately outside this matrix: the Django admin is not part of normal operation.
 NOT_IN_MATRIX = {"admin"}

@@ -3,6 +3,13 @@ illegal move, and writes its audit event in the same transaction as the change.
 
 Split by subject; import the services from here.
 """
+from .audit_exports import (
+    audit_export_job_claim,
+    audit_export_job_create,
+    audit_export_job_download,
+    audit_export_job_fail,
+    audit_export_job_run,
+)
 from .drafts import (
     draft_record,
     generation_claim,
@@ -32,6 +39,11 @@ from .workflow import (
 __all__ = [
     "GateResult",
     "PublishRefused",
+    "audit_export_job_claim",
+    "audit_export_job_create",
+    "audit_export_job_download",
+    "audit_export_job_fail",
+    "audit_export_job_run",
     "draft_record",
     "erase_submissions_of",
     "expired_submission_ids",

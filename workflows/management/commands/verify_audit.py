@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.audit_chain import verify_all
+from workflows.audit_chain import DirectoryTarget, MultiTarget, default_target, verify_all
 
 
 class Command(BaseCommand):
@@ -9,8 +9,17 @@ class Command(BaseCommand):
         "the latest valid anchor (REVIEWDESK_AUDIT_ANCHOR_DIR, signed with REVIEWDESK_AUDIT_ANCHOR_KEY)."
     )
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--anchor-dir", action="append", default=[], metavar="FOLDER",
+            help="also check against the anchors saved in FOLDER (e.g. the attachments of the anchor e-mails); "
+                 "may be given more than once")
+
     def handle(self, *args, **options):
-        report = verify_all()
+        target = default_target()
+        if options["anchor_dir"]:
+            target = MultiTarget([target, *(DirectoryTarget(folder) for folder in options["anchor_dir"])])
+        report = verify_all(target)
         walk, problems = report.walk, []
         if not walk.ok:
             problems.append(
