@@ -372,7 +372,9 @@ AXES_VERBOSE = False
 # redirects to HTTPS itself, DJANGO_SSL_REDIRECT=false; the health endpoints always answer over
 # plain HTTP, since the container healthcheck and the cluster probes call them without TLS.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# /metrics too: Prometheus scrapes each web container from inside the deployment over plain
+# HTTP (web:8000), and the bearer token, not the scheme, protects it.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)

@@ -503,6 +503,9 @@ class Bench:
             "DJANGO_DEBUG": "false",
             "DJANGO_SECRET_KEY": secrets.token_hex(32),
             "DJANGO_ALLOWED_HOSTS": "localhost",
+            # Plain HTTP on loopback: production settings would otherwise redirect every request
+            # to HTTPS (DJANGO_SSL_REDIRECT defaults to on when DJANGO_DEBUG=false).
+            "DJANGO_SSL_REDIRECT": "false",
             "DJANGO_SETTINGS_MODULE": "reviewdesk.settings",
         }
 

@@ -54,8 +54,9 @@ def test_production_is_https_only_with_hsts_by_default():
     assert s["SESSION_COOKIE_HTTPONLY"] is True and s["CSRF_COOKIE_HTTPONLY"] is True
     assert s["SESSION_COOKIE_AGE"] == 12 * 3600
     assert s["SECURE_PROXY_SSL_HEADER"] is None
-    # The health endpoints stay reachable over plain HTTP.
-    assert s["SECURE_REDIRECT_EXEMPT"] == [r"^healthz$", r"^readyz$"]
+    # The health endpoints, and /metrics for in-cluster scrapes (token-protected), stay
+    # reachable over plain HTTP.
+    assert s["SECURE_REDIRECT_EXEMPT"] == [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 
 def test_development_neither_redirects_nor_sends_hsts():
