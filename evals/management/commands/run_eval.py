@@ -71,7 +71,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{workflow} v{chosen.number} over {dataset}: {summary.cases} cases, {summary.passed} passed, "
             f"pass rate {summary.pass_rate:.1%}, schema valid {summary.schema_valid_rate:.1%}, "
-            f"lanes {summary.lane_mix}, ${summary.cost_per_case} a case, "
+            f"lanes {summary.lane_mix}, ${summary.cost_per_case:.6f} a case, "
             f"latency p50 {summary.latency_p50_ms:.0f} ms p95 {summary.latency_p95_ms:.0f} ms (run #{run.pk})"
         )
         if fail_under is not None and summary.pass_rate < fail_under:
