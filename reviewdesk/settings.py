@@ -282,8 +282,23 @@ REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300
 REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
 REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
 REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
+# A worker that dies mid-draft (issue 10): the task holding a generation claim refreshes its
+# heartbeat every REVIEWDESK_HEARTBEAT_SECONDS; a claim without a beat for
+# REVIEWDESK_HEARTBEAT_STALE_SECONDS is taken over by the sweep, which runs every
+# REVIEWDESK_SWEEP_SECONDS. Worst case from a worker's death to a new attempt: stale + sweep
+# (20 + 15 s by default), within the minute the issue asks for.
+REVIEWDESK_HEARTBEAT_SECONDS = env_int("REVIEWDESK_HEARTBEAT_SECONDS", 5, minimum=1)
+REVIEWDESK_HEARTBEAT_STALE_SECONDS = env_int("REVIEWDESK_HEARTBEAT_STALE_SECONDS", 20, minimum=3)
+if REVIEWDESK_HEARTBEAT_STALE_SECONDS < 3 * REVIEWDESK_HEARTBEAT_SECONDS:
+    raise ImproperlyConfiguredEnv(
+        f"REVIEWDESK_HEARTBEAT_STALE_SECONDS={REVIEWDESK_HEARTBEAT_STALE_SECONDS} must be at least three "
+        f"heartbeats (3 x REVIEWDESK_HEARTBEAT_SECONDS={REVIEWDESK_HEARTBEAT_SECONDS}), so that a busy "
+        f"database or a slow beat does not make a live worker's claim look abandoned."
+    )
+REVIEWDESK_SWEEP_SECONDS = env_int("REVIEWDESK_SWEEP_SECONDS", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
+    "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations",
+                                    "schedule": float(REVIEWDESK_SWEEP_SECONDS)},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
     "verify-audit-checkpoint": {"task": "workflows.tasks.verify_audit_checkpoint",
                                 "schedule": float(REVIEWDESK_AUDIT_VERIFY_SECONDS)},
