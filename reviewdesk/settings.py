@@ -47,6 +47,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a lost database connection is reconnected for reads, refused cleanly otherwise
+    # (workflows/db_resilience.py, issue 10).
+    "workflows.db_resilience.DatabaseReconnectMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -92,10 +95,11 @@ if DATABASE_URL:
     if _db["ENGINE"] == "django.db.backends.postgresql":
         # The pool replaces persistent connections; Django refuses CONN_MAX_AGE with a pool.
         _db["CONN_MAX_AGE"] = 0
-        # A connection held across a database restart is checked before reuse, not failed on.
+        # With the pool, Django 5.2 passes check=ConnectionPool.check_connection to psycopg_pool
+        # when this is true: each connection is checked at checkout, so one the server dropped
+        # is replaced instead of failing the request or task that drew it. (A "check" key in
+        # OPTIONS["pool"] would raise TypeError in 5.2; see workflows/db_resilience.py.)
         _db["CONN_HEALTH_CHECKS"] = True
-        # (Django's pool already checks each connection at checkout, so one the server
-        # dropped is replaced instead of failing the task that drew it.)
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": env_int("REVIEWDESK_DB_POOL_MAX", 10, minimum=1),
@@ -110,6 +114,10 @@ else:
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 DATABASES = {"default": _db}
+# Seconds between checks of the idle pooled connections in each web process, so that dead ones
+# (a database restart or failover) are replaced before requests draw them; 0 turns it off
+# (workflows/db_resilience.py).
+REVIEWDESK_DB_POOL_CHECK_SECONDS = env_float("REVIEWDESK_DB_POOL_CHECK_SECONDS", 2.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,188 @@
+"""Fault tests with real processes (issue 10): gunicorn, Celery workers and beat, a private
+redis-server, PostgreSQL backends terminated, a model server that answers slowly or not at all.
+
+What each proves, and what it measured, is printed (run with -s to see the figures)."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tests.conftest import wait_for
+from tests.fake_openai import serving
+from tests.fault_rig import Browserless, Rig, servable_password, stop, submission_id
+from tests.integration.conftest import submit, unique_marker
+from workflows.models import AuditEvent, Draft, Lane, LLMCall, Submission, SubmissionState
+
+
+@pytest.fixture
+def model():
+    with serving() as fake:
+        yield fake
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    made = []
+
+    def make(name, **kwargs):
+        rig = Rig(name, tmp_path, **kwargs)
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        rig.close()
+
+
+def _terminate_backends(application_name: str) -> int:
+    """Terminate this test database's sessions opened by one rig, never anything else."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND application_name = %s AND pid <> pg_backend_pid()",
+                       [application_name])
+        return cursor.fetchone()[0]
+
+
+# --- PostgreSQL connections lost under load -------------------------------------------------------
+
+
+def test_killed_database_connections_under_load_answer_no_server_error(transactional_db, demo, model, rigs):
+    servable_password("submitter")
+    rig = rigs("dbkill", model_url=model.base_url)
+    _web, url = rig.gunicorn(workers=2, threads=4)
+    stop_load = threading.Event()
+    results: list[tuple[str, int]] = []
+    posts: dict[str, int | None] = {}  # complaint marker -> status of the final step
+    errors: list[str] = []
+
+    sessions = [Browserless(url, "submitter") for _ in range(4)]  # logged in before the faults
+
+    def user(index: int) -> None:
+        try:
+            session = sessions[index]
+            own = None
+            while not stop_load.is_set():
+                for path in ("/", "/submissions/", f"/submissions/{own}/" if own else "/healthz"):
+                    response = session.client.get(path)
+                    results.append((f"GET {path}", response.status_code))
+                marker = f"dbkill-{uuid.uuid4().hex[:10]}"
+                response = session.submit_customer_reply(f"The parcel arrived broken. {marker}")
+                results.append(("POST wizard", response.status_code))
+                created = submission_id(response)
+                posts[marker] = f"done {created}" if created else f"{response.status_code} {response.headers.get('location', '')}"
+                own = created or own
+            session.close()
+        except Exception as exc:  # a broken client would hide server errors
+            errors.append(f"user {index}: {type(exc).__name__}: {exc}")
+
+    users = [threading.Thread(target=user, args=(i,)) for i in range(4)]
+    for thread in users:
+        thread.start()
+    time.sleep(2)
+    terminated = []
+    # Five rounds, 3 s apart: each one a failover or restart as the application sees it. (Closer
+    # together, a request can draw dead connections from two rounds at the pool's checkout,
+    # and psycopg_pool's back-off between failed checks, 1 + 2 + 4 s, then meets its 10 s timeout.)
+    for _ in range(5):
+        terminated.append(_terminate_backends(rig.env["PGAPPNAME"]))
+        time.sleep(3)
+    stop_load.set()
+    for thread in users:
+        thread.join(timeout=60)
+    assert not errors, errors
+    print(f"\n[dbkill] {len(results)} requests, backends terminated per round {terminated}, "
+          f"statuses {sorted({s for _, s in results})}")
+    assert sum(terminated) >= 5 and all(terminated)
+    server_errors = [(what, status) for what, status in results if status >= 500]
+    assert server_errors == []
+    # Every wizard either created its submission exactly once (and said so) or was refused in
+    # words (a 409 that says it may not have been saved, or the wizard sent back to a step).
+    refused = {marker: outcome for marker, outcome in posts.items() if not outcome.startswith("done")}
+    print(f"[dbkill] {len(posts)} wizards, {len(posts) - len(refused)} done, refused: {sorted(refused.values())}")
+    for marker, outcome in posts.items():
+        created = Submission.objects.filter(data__complaint__icontains=marker).count()
+        if outcome.startswith("done"):
+            pointed = Submission.objects.filter(pk=int(outcome.split()[1])).values_list("data__complaint", "id")
+            assert created == 1, (marker, outcome, list(pointed))
+        assert created <= 1 and outcome.startswith(("done", "409", "302 /workflows/customer-reply/new/")), outcome
+    assert len(posts) - len(refused) >= 5
+
+
+# --- a worker that dies mid-draft, a worker told to stop -----------------------------------------
+
+
+def _events(submission, action):
+    return AuditEvent.objects.filter(object_type="submission", object_id=str(submission.pk), action=action)
+
+
+def test_a_worker_killed_mid_draft_is_recovered_within_a_minute_exactly_once(
+    transactional_db, demo, model, rigs, customer_reply_input, settings
+):
+    # The shipped defaults: heartbeat 5 s, stale after 20 s, sweep every 15 s (beat runs all along).
+    rig = rigs("sigkill", model_url=model.base_url)
+    first = rig.worker("first")
+    rig.beat()
+    marker = unique_marker()
+    customer_reply_input["complaint"] += f" {marker} [[lane:async]] [[slow:40:1]]"
+    with rig.sending():
+        submission = submit(demo, customer_reply_input)
+    wait_for(lambda: model.calls_for(marker), timeout=60, message="the first worker inside the model call")
+    claimed = Submission.objects.get(pk=submission.pk)
+    # The claim beats while the model thinks.
+    wait_for(lambda: Submission.objects.get(pk=submission.pk).claim_heartbeat_at
+             > claimed.claim_heartbeat_at, timeout=settings.REVIEWDESK_HEARTBEAT_SECONDS * 3,
+             message="a heartbeat during the model call")
+    killed_at, killed_wall = time.monotonic(), timezone.now()
+    stop(first, signal.SIGKILL)
+    assert len(model.calls_for(marker)) == 1
+    rig.worker("second")
+
+    def recovered():
+        current = Submission.objects.get(pk=submission.pk)
+        return current if current.state not in ("submitted", "generating", "regenerating") else None
+
+    routed = wait_for(recovered, timeout=60 - (time.monotonic() - killed_at), interval=0.2,
+                      message="the draft to be recovered within 60 s of the kill")
+    recovery = time.monotonic() - killed_at
+    print(f"\n[sigkill] recovered {recovery:.1f} s after SIGKILL (routed to {routed.lane})")
+    assert routed.state == SubmissionState.ROUTED and routed.lane == Lane.ASYNC_REVIEW and routed.attempts == 2
+    # One draft, one routing, one release; the dead attempt left nothing but its start.
+    (draft,) = Draft.objects.filter(submission=submission)
+    assert draft.attempt == 2
+    started = list(_events(submission, "draft.generation_started").order_by("id"))
+    assert [(e.payload["attempt"], e.payload["retaken_stale_claim"]) for e in started] == [(1, False), (2, True)]
+    assert started[1].created_at > killed_wall  # attempt 2 began after attempt 1's worker was dead
+    assert _events(submission, "draft.routed").count() == 1
+    assert _events(submission, "output.released").count() == 1
+    assert AuditEvent.objects.filter(action="draft.generated", object_id=str(draft.pk)).count() == 1
+    assert list(LLMCall.objects.filter(submission=submission).values_list("attempt", "ok")) == [(2, True)]
+    assert len(model.calls_for(marker)) == 2  # one request per attempt, never two for one
+
+
+def test_sigterm_lets_the_running_draft_finish_then_the_worker_exits(
+    transactional_db, demo, model, rigs, customer_reply_input
+):
+    rig = rigs("sigterm", model_url=model.base_url)
+    worker = rig.worker("only")
+    marker = unique_marker()
+    customer_reply_input["complaint"] += f" {marker} [[lane:async]] [[slow:6:1]]"
+    with rig.sending():
+        submission = submit(demo, customer_reply_input)
+    wait_for(lambda: model.calls_for(marker), timeout=60, message="the worker inside the model call")
+    asked_at = time.monotonic()
+    assert Submission.objects.get(pk=submission.pk).state == SubmissionState.GENERATING
+    code = stop(worker, signal.SIGTERM, timeout=120)  # as `docker compose stop` does, to the group
+    took = time.monotonic() - asked_at
+    print(f"\n[sigterm] worker exited with {code} {took:.1f} s after SIGTERM, once its draft was stored")
+    assert code == 0 and "Warm shutdown" in Path(worker.log_path).read_text()
+    done = Submission.objects.get(pk=submission.pk)
+    assert done.state == SubmissionState.ROUTED and done.attempts == 1 and done.lane == Lane.ASYNC_REVIEW
+    assert Draft.objects.filter(submission=submission).count() == 1
+    assert len(model.calls_for(marker)) == 1
