@@ -63,6 +63,7 @@ class Rig:
             "REVIEWDESK_LLM_MAX_RETRIES": "0",
             "DJANGO_DEBUG": "true",
             "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",
             # The pooled connections say whose they are, so a test that terminates backends
             # can pick this rig's (application_name, filtered with the database's name).
             "PGAPPNAME": f"reviewdesk-rig-{name}",
