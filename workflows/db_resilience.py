@@ -181,13 +181,23 @@ class _PoolChecker:
             threading.Thread(target=self._run, args=(interval,), name="db-pool-check", daemon=True).start()
 
     def _run(self, interval: float) -> None:
+        from psycopg_pool import PoolClosed
+
+        wrapper = connections[DEFAULT_DB_ALIAS]
+        pools = getattr(type(wrapper), "_connection_pools", None)
+        if pools is None:  # not PostgreSQL with Django's pool (the SQLite demo)
+            return
         while True:
             time.sleep(interval)
-            pool = getattr(connections[DEFAULT_DB_ALIAS], "pool", None)
+            # The pool as Django keeps it: never create one (the `pool` property would), and a
+            # pool closed meanwhile (a test database being dropped) is left alone.
+            pool = pools.get(DEFAULT_DB_ALIAS)
             if pool is None:
-                return
+                continue
             try:
                 pool.check()
+            except PoolClosed:
+                continue
             except Exception:
                 log.warning("checking the pooled connections failed", exc_info=True)
 

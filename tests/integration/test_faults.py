@@ -87,12 +87,13 @@ def test_killed_database_connections_under_load_answer_no_server_error(transacti
         thread.start()
     time.sleep(2)
     terminated = []
-    # Five rounds, 3 s apart: each one a failover or restart as the application sees it. (Closer
-    # together, a request can draw dead connections from two rounds at the pool's checkout,
-    # and psycopg_pool's back-off between failed checks, 1 + 2 + 4 s, then meets its 10 s timeout.)
+    # Five rounds, 5 s apart: each one a failover or restart as the application sees it. (Much
+    # closer together, a request can draw dead connections from several rounds at the pool's
+    # checkout, and psycopg_pool's back-off between failed checks, 1 + 2 + 4 s, meets its 10 s
+    # timeout; the idle-connection check every 2 s keeps one round to a second or two.)
     for _ in range(5):
         terminated.append(_terminate_backends(rig.env["PGAPPNAME"]))
-        time.sleep(3)
+        time.sleep(5)
     stop_load.set()
     for thread in users:
         thread.join(timeout=60)
