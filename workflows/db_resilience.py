@@ -214,12 +214,18 @@ class DatabaseReconnectMiddleware:
 
     def __call__(self, request):
         _pool_checker.ensure_running()
+        db = connections[DEFAULT_DB_ALIAS]
+        if db.connection is None:
+            db.errors_occurred = False  # left from an earlier request; connect() clears it too
         reads = ReconnectingReads()
-        with connections[DEFAULT_DB_ALIAS].execute_wrapper(reads):
+        with db.execute_wrapper(reads):
             response = self.get_response(request)
+        # A COMMIT whose answer never came fails outside the execute-wrapper; Django then rolls
+        # back, fails again and closes the connection: an error and no connection left.
+        dropped = db.errors_occurred and (db.connection is None or connection_lost(db))
         # 400 too: a session save that fails for want of a connection is reported by Django as
         # SessionInterrupted ("the session was deleted"), which is not what happened.
-        lost = reads.lost or getattr(request, "database_connection_lost", False)
+        lost = reads.lost or dropped or getattr(request, "database_connection_lost", False)
         if lost and response.status_code in (400, 500):
             return refusal(request)
         return response
