@@ -51,6 +51,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a lost database connection is reconnected for reads, refused cleanly otherwise
+    # (workflows/db_resilience.py, issue 10).
+    "workflows.db_resilience.DatabaseReconnectMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -96,10 +99,11 @@ if DATABASE_URL:
     if _db["ENGINE"] == "django.db.backends.postgresql":
         # The pool replaces persistent connections; Django refuses CONN_MAX_AGE with a pool.
         _db["CONN_MAX_AGE"] = 0
-        # A connection held across a database restart is checked before reuse, not failed on.
+        # With the pool, Django 5.2 passes check=ConnectionPool.check_connection to psycopg_pool
+        # when this is true: each connection is checked at checkout, so one the server dropped
+        # is replaced instead of failing the request or task that drew it. (A "check" key in
+        # OPTIONS["pool"] would raise TypeError in 5.2; see workflows/db_resilience.py.)
         _db["CONN_HEALTH_CHECKS"] = True
-        # (Django's pool already checks each connection at checkout, so one the server
-        # dropped is replaced instead of failing the task that drew it.)
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": env_int("REVIEWDESK_DB_POOL_MAX", 10, minimum=1),
@@ -118,6 +122,11 @@ DATABASES = {"default": _db}
 # runtime role, which owns nothing (workflows/db_roles.py, docs/OPERATIONS.md "Database roles").
 # Empty: one role does both (make run, the tests, a single-role deployment).
 DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL", "")
+
+# Seconds between checks of the idle pooled connections in each web process, so that dead ones
+# (a database restart or failover) are replaced before requests draw them; 0 turns it off
+# (workflows/db_resilience.py).
+REVIEWDESK_DB_POOL_CHECK_SECONDS = env_float("REVIEWDESK_DB_POOL_CHECK_SECONDS", 2.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -324,8 +333,24 @@ if REVIEWDESK_AUDIT_ANCHOR_EMAIL and not EMAIL_HOST:
 # are offered only as a job.
 REVIEWDESK_EXPORT_DIR = Path(env_str("REVIEWDESK_EXPORT_DIR", str(VAR_DIR / "exports")))
 REVIEWDESK_EXPORT_STREAM_MAX_ROWS = env_int("REVIEWDESK_EXPORT_STREAM_MAX_ROWS", 200_000, minimum=0)
+
+# A worker that dies mid-draft (issue 10): the task holding a generation claim refreshes its
+# heartbeat every REVIEWDESK_HEARTBEAT_SECONDS; a claim without a beat for
+# REVIEWDESK_HEARTBEAT_STALE_SECONDS is taken over by the sweep, which runs every
+# REVIEWDESK_SWEEP_SECONDS. Worst case from a worker's death to a new attempt: stale + sweep
+# (20 + 15 s by default), within the minute the issue asks for.
+REVIEWDESK_HEARTBEAT_SECONDS = env_int("REVIEWDESK_HEARTBEAT_SECONDS", 5, minimum=1)
+REVIEWDESK_HEARTBEAT_STALE_SECONDS = env_int("REVIEWDESK_HEARTBEAT_STALE_SECONDS", 20, minimum=3)
+if REVIEWDESK_HEARTBEAT_STALE_SECONDS < 3 * REVIEWDESK_HEARTBEAT_SECONDS:
+    raise ImproperlyConfiguredEnv(
+        f"REVIEWDESK_HEARTBEAT_STALE_SECONDS={REVIEWDESK_HEARTBEAT_STALE_SECONDS} must be at least three "
+        f"heartbeats (3 x REVIEWDESK_HEARTBEAT_SECONDS={REVIEWDESK_HEARTBEAT_SECONDS}), so that a busy "
+        f"database or a slow beat does not make a live worker's claim look abandoned."
+    )
+REVIEWDESK_SWEEP_SECONDS = env_int("REVIEWDESK_SWEEP_SECONDS", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations", "schedule": 60.0},
+    "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations",
+                                    "schedule": float(REVIEWDESK_SWEEP_SECONDS)},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
     "verify-audit-checkpoint": {"task": "workflows.tasks.verify_audit_checkpoint",
                                 "schedule": float(REVIEWDESK_AUDIT_VERIFY_SECONDS)},

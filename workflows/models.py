@@ -6,10 +6,12 @@ Writes go through ``workflows.services``; reads through ``workflows.selectors``.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.functional import cached_property
 from simple_history.models import HistoricalRecords
@@ -206,7 +208,14 @@ class SubmissionQuerySet(models.QuerySet):
         return self.filter(state__in=WAITING_STATES)
 
     def _stale_claim(self, stale_before):
-        return models.Q(state=SubmissionState.GENERATING, generation_started_at__lt=stale_before)
+        """A generation claim whose worker is presumed dead: its heartbeat stopped (no beat for
+        REVIEWDESK_HEARTBEAT_STALE_SECONDS, measured on the database's clock so that workers'
+        clocks do not matter), or it began before the hard stale limit (a claim made before
+        heartbeats existed has none; a task past its time limit is broken whatever it beats)."""
+        heartbeat_stale = Now() - timedelta(seconds=settings.REVIEWDESK_HEARTBEAT_STALE_SECONDS)
+        return models.Q(state=SubmissionState.GENERATING) & (
+            models.Q(generation_started_at__lt=stale_before) | models.Q(claim_heartbeat_at__lt=heartbeat_stale)
+        )
 
     def claimable(self, *, stale_before):
         """Waiting for a worker, or claimed by one that died (its claim is older than the
@@ -237,6 +246,9 @@ class Submission(models.Model):
     lane = models.CharField(max_length=20, choices=Lane.choices, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     generation_started_at = models.DateTimeField(null=True, blank=True)
+    # Refreshed every REVIEWDESK_HEARTBEAT_SECONDS by the worker that holds the generation claim
+    # (workflows/heartbeat.py); a claim whose heartbeat stopped is taken over by the sweep.
+    claim_heartbeat_at = models.DateTimeField(null=True, blank=True)
     regenerate_feedback = models.TextField(blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
     retracted_at = models.DateTimeField(null=True, blank=True)
@@ -254,7 +266,9 @@ class Submission(models.Model):
     # history (services/retention.py); ids, states, hashes, costs and scores remain.
     erased_at = models.DateTimeField(null=True, blank=True)
     erasure_reason = models.CharField(max_length=20, choices=ErasureReason.choices, blank=True)
-    history = HistoricalRecords()
+    # A heartbeat is liveness, not a fact about the submission: it is written by plain UPDATEs
+    # every few seconds and kept out of the history.
+    history = HistoricalRecords(excluded_fields=["claim_heartbeat_at"])
 
     objects = SubmissionQuerySet.as_manager()
 

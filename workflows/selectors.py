@@ -260,7 +260,9 @@ def _history_rows(submission: Submission, *, full: bool) -> list[dict]:
                     ("reviewtask", ReviewTask, {"submission_id": submission.pk})]
     rows = []
     for object_type, model, filters in sources:
-        names = [f.attname for f in model._meta.concrete_fields]
+        # The fields the history tracks (a heartbeat, say, is kept out of it: models.py).
+        tracked = {f.attname for f in model.history.model._meta.concrete_fields}
+        names = [f.attname for f in model._meta.concrete_fields if f.attname in tracked]
         history = model.history.filter(**filters).select_related("history_user").order_by("history_date", "history_id")
         previous: dict[int, dict] = {}
         for row in history:

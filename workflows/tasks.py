@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 
 from celery import shared_task
 from django.db import DatabaseError, connection
 
-from . import selectors, services
+from . import heartbeat, selectors, services
 from .dispatch import enqueue_generation
 from .pipeline import run
 from .pipeline.engines import default_engine
@@ -32,8 +33,17 @@ def generate_draft(self, submission_id: int) -> None:
     # The model call takes seconds: give the connection back to the pool for its duration, so
     # calls in flight are not capped by the number of database connections. (Inside an outer
     # transaction, as when a test runs the task in-process, there is nothing to give back.)
-    if not connection.in_atomic_block:
+    in_process = connection.in_atomic_block
+    if not in_process:
         connection.close()
+    # While this attempt runs, its claim's heartbeat is kept fresh, so the sweep can tell it from
+    # one whose worker died (workflows/heartbeat.py). Not inside an outer transaction: the beat's
+    # own connection would wait for the lock that transaction holds on the row.
+    with nullcontext() if in_process else heartbeat.beating(submission_id, attempt):
+        _generate(submission_id, attempt, submission, spec)
+
+
+def _generate(submission_id: int, attempt: int, submission, spec) -> None:
     try:
         result = run(spec, submission.data, engine=default_engine(), feedback=submission.regenerate_feedback)
     except Exception as exc:

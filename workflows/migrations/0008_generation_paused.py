@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0006_audit_export_job'),
+        ('workflows', '0007_generation_heartbeat'),
     ]
 
     operations = [

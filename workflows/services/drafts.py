@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import audit
@@ -68,7 +69,10 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     """Claim a submission for generation. Returns None when there is nothing to do.
 
     A redelivered task finds the submission already claimed (or done) and returns None; a
-    claim older than the stale limit is taken over, because its worker died mid-call.
+    claim whose heartbeat stopped (or older than the hard stale limit) is taken over, because
+    its worker died mid-call. The row is locked with SKIP LOCKED and the staleness re-checked
+    under the lock, so of two tasks racing for one stale claim exactly one wins: the other
+    either skips the locked row or, once the winner has committed, sees a fresh heartbeat.
     """
     stale_before = timezone.now() - timedelta(seconds=settings.REVIEWDESK_GENERATION_STALE_SECONDS)
     submission = (
@@ -93,6 +97,8 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     submission.generation_started_at = timezone.now()
     system = system_user()
     track(submission, system, f"generation attempt {submission.attempts}").save(update_fields=_CLAIM_FIELDS)
+    # The first heartbeat, on the database's clock (workflows/heartbeat.py); not in the history.
+    Submission.objects.filter(pk=submission.pk).update(claim_heartbeat_at=Now())
     audit.record(
         action=AuditAction.DRAFT_GENERATION_STARTED,
         obj=submission,
