@@ -2,7 +2,6 @@
 import json
 from urllib.parse import urlencode
 
-from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
 
 from .. import selectors
@@ -19,7 +18,7 @@ from ..audit_export import (
     record_export,
 )
 from ..roles import COMPLIANCE
-from .common import render_page, role_required
+from .common import paginate, render_page, role_required
 
 
 @role_required(COMPLIANCE)
@@ -39,7 +38,7 @@ def audit_log(request):
         # A filter that cannot match anything is a mistake to point out, not a reason to
         # show the whole trail as if it had been applied.
         action, events, status = request.GET.get("action", ""), events.none(), 400
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    page = paginate(request, events)
     context = {
         "page": page,
         "action": action,
@@ -58,7 +57,7 @@ def _export_offer(export: Export | None) -> dict | None:
         return None
     filter_query = export.filters.as_query()
     return {"count": export.count(), "upto": export.upto, "filtered": not export.filters.unfiltered,
-            "query": urlencode({**filter_query, "upto": export.upto}), "filter_query": urlencode(filter_query)}
+            "query": urlencode({**filter_query, "upto": export.upto})}
 
 
 def _export_request(request) -> Export | None:

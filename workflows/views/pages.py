@@ -12,7 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from .. import audit, selectors, services
 from ..forms import cleaned_to_json, step_form_class
 from ..roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
-from .common import render_page, role_required
+from .common import paginate, render_page, role_required
 
 
 def home(request):
@@ -112,8 +112,8 @@ def _finish(request, version, spec, raw):
 
 
 def submission_list(request):
-    submissions = selectors.submissions_for(request.user)[:200]
-    return render_page(request, "workflows/submission_list.html", {"submissions": submissions})
+    page = paginate(request, selectors.submissions_for(request.user).order_by("-created_at", "-pk"))
+    return render_page(request, "workflows/submission_list.html", {"page": page, "submissions": page})
 
 
 def submission_detail(request, pk: int):

@@ -10,7 +10,7 @@ from ..forms import ApproveForm, RegenerateForm, RejectForm
 from ..models import DomainError, Lane
 from ..roles import REVIEWER
 from ..templatetags.reviewdesk import pretty_json
-from .common import render_page, role_required
+from .common import paginate, render_page, role_required
 
 QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
 
@@ -20,11 +20,13 @@ def review_queue(request):
     lane = request.GET.get("lane") or Lane.BLOCKING_REVIEW
     if lane not in QUEUE_LANES:
         lane = Lane.BLOCKING_REVIEW
+    page = paginate(request, selectors.open_review_tasks_for(request.user, lane))
     context = {
         "lane": lane,
         "lanes": [(value, Lane(value).label) for value in QUEUE_LANES],
         "counts": selectors.queue_counts(request.user),
-        "tasks": selectors.open_review_tasks_for(request.user, lane)[:200],
+        "page": page,
+        "tasks": page,
         "now": timezone.now(),
     }
     return render_page(request, "workflows/review_queue.html", context, partial="queue")
