@@ -3,6 +3,7 @@ import json
 from urllib.parse import urlencode
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET, require_safe
 
 from .. import selectors
 from ..audit_chain import last_anchored_event, last_checkpoint
@@ -22,6 +23,7 @@ from .common import paginate, render_page, role_required
 
 
 @role_required(COMPLIANCE)
+@require_safe
 def audit_log(request):
     events = selectors.audit_events_for(request.user)
     filters = ExportFilterForm(request.GET)
@@ -72,6 +74,7 @@ def _export_request(request) -> Export | None:
 
 
 @role_required(COMPLIANCE)
+@require_GET
 def audit_export(request):
     """The filtered events as CSV or JSON Lines, streamed; an `audit.exported` event is
     written when the stream ends (with the file's SHA-256, or complete=false if cut short)."""
@@ -93,6 +96,7 @@ def audit_export(request):
 
 
 @role_required(COMPLIANCE)
+@require_GET
 def audit_export_manifest(request):
     """The manifest of the export with the same parameters: a second pass over the same
     id-bounded rows of an append-only table gives the same bytes, hashed here, not sent."""

@@ -3,7 +3,7 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from .. import selectors, services
 from ..forms import ApproveForm, RegenerateForm, RejectForm
@@ -16,6 +16,7 @@ QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
 
 
 @role_required(REVIEWER)
+@require_safe
 def review_queue(request):
     lane = request.GET.get("lane") or Lane.BLOCKING_REVIEW
     if lane not in QUEUE_LANES:
@@ -57,8 +58,12 @@ def _detail_context(request, task, **forms):
 
 
 @role_required(REVIEWER)
+@require_safe
 def review_detail(request, pk: int):
-    task = selectors.review_task_for(request.user, pk)
+    return _detail_page(request, selectors.review_task_for(request.user, pk))
+
+
+def _detail_page(request, task):
     return render_page(request, "workflows/review_detail.html", _detail_context(request, task), partial="decision")
 
 
@@ -85,7 +90,9 @@ def review_claim(request, pk: int):
         # A re-claim after the lease ran out brings the reviewer's unsaved edit back.
         context = _detail_context(request, task, approve_form=ApproveForm(initial={"edited_output": carried}))
         return render_page(request, "workflows/review_detail.html", context, partial="decision")
-    return redirect("review_detail", pk=task.pk) if not request.htmx else review_detail(request, pk)
+    if not request.htmx:
+        return redirect("review_detail", pk=task.pk)
+    return _detail_page(request, selectors.review_task_for(request.user, pk))
 
 
 @role_required(REVIEWER)
