@@ -1,4 +1,4 @@
-"""Long lists in a real browser: 205 submissions and 60 blocking reviews page through the one
+"""Long lists in a real browser: 205 submissions and 205 blocking reviews page through the one
 pager, the queue's pages swap in place with htmx and keep their URL, and the counts agree with
 what is listed. Screenshots: tests/e2e/screenshots/pagination-*.png.
 """
@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import CUSTOMER_REPLY_INPUT
@@ -25,13 +25,15 @@ REPLY = json.dumps({"reply": "Dear customer, we are sorry about the parcel.", "t
 
 @pytest.fixture
 def long_lists(demo, transactional_db):
-    """205 submissions by the demo submitter, of which 60 wait for blocking review. Made before
-    the browser starts: the ORM is not used inside Playwright's event loop."""
+    """205 submissions by the demo submitter, each drafted and waiting for blocking review.
+    Made in one transaction, so a worker left running by another test receives the generation
+    tasks only after commit, finds the drafts already made and drops them. Made before the
+    browser starts: the ORM is not used inside Playwright's event loop."""
     version = demo.version("customer-reply")
     submitter = demo.users["submitter"]
-    for n in range(205):
-        submission = services.submission_create(version=version, user=submitter, data=dict(CUSTOMER_REPLY_INPUT))
-        if n < 60:
+    with transaction.atomic():
+        for _ in range(205):
+            submission = services.submission_create(version=version, user=submitter, data=dict(CUSTOMER_REPLY_INPUT))
             claimed = services.generation_claim(submission_id=submission.pk)
             result = scripted_result(version.spec, submission.data, probability=0.30, content=REPLY)
             draft = services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result,
@@ -84,15 +86,19 @@ def test_long_lists_page_in_the_browser(live_server, browser):
 
     page = _login(browser, base, "reviewer")
     page.goto(f"{base}/review/?lane=blocking_review")
-    expect(page.locator('.count[data-lane="blocking_review"]')).to_have_text("60")
-    expect(page.locator("#queue .pager-status")).to_have_text("1–50 of 60 · page 1 of 2")
+    expect(page.locator('.count[data-lane="blocking_review"]')).to_have_text("205")
+    expect(page.locator("#queue .pager-status")).to_have_text("1–50 of 205 · page 1 of 5")
     page.click("#queue a[rel=next]")  # swapped in place by htmx, the URL pushed
-    expect(page.locator("#queue .pager-status")).to_have_text("51–60 of 60 · page 2 of 2")
+    expect(page.locator("#queue .pager-status")).to_have_text("51–100 of 205 · page 2 of 5")
     expect(page).to_have_url(re.compile(r"/review/\?lane=blocking_review&page=2$"))
-    expect(page.locator("#queue tbody tr")).to_have_count(10)
+    expect(page.locator("#queue tbody tr")).to_have_count(50)
     expect(page.locator("#queue")).to_have_attribute("hx-get", re.compile(r"lane=blocking_review&page=2"))
     _shot(page, "pagination-review-queue-page-2")
+    page.click("#queue a[rel=last]")
+    expect(page.locator("#queue .pager-status")).to_have_text("201–205 of 205 · page 5 of 5")
+    expect(page.locator("#queue tbody tr")).to_have_count(5)
+    _shot(page, "pagination-review-queue-last-page")
     # Reloading the pushed URL gives the same page as a full page.
     page.reload()
-    expect(page.locator("#queue .pager-status")).to_have_text("51–60 of 60 · page 2 of 2")
+    expect(page.locator("#queue .pager-status")).to_have_text("201–205 of 205 · page 5 of 5")
     page.context.close()
