@@ -1,7 +1,6 @@
 """Eval pages for workflow admins, and the reviewer's one-click case. Thin: a scoped lookup,
 a form, one service call."""
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -9,7 +8,7 @@ from django.views.decorators.http import require_POST
 from workflows import selectors as workflow_selectors
 from workflows.models import DomainError
 from workflows.roles import REVIEWER, WORKFLOW_ADMIN
-from workflows.views.common import render_page, role_required
+from workflows.views.common import paginate, render_page, role_required
 
 from . import judge, selectors, services
 from .expectations import CaseError
@@ -36,7 +35,7 @@ def _workflow_context(request, workflow, *, run_form=None, import_form=None):
         "judge_min_cases": judge.MIN_CASES, "judge_min_agreement": judge.MIN_AGREEMENT,
         "workflow": workflow,
         "datasets": datasets,
-        "runs": Paginator(selectors.runs_of(workflow), 20).get_page(request.GET.get("page")),
+        "runs": paginate(request, selectors.runs_of(workflow).order_by("-started_at", "-pk"), per_page=20),
         "run_form": run_form or RunForm(versions=versions, datasets=datasets),
         "import_form": import_form or ImportForm(),
     }
@@ -89,7 +88,7 @@ def eval_import(request, slug):
 @role_required(WORKFLOW_ADMIN)
 def eval_dataset(request, slug, name):
     dataset = selectors.dataset_for(request.user, slug, name)
-    page = Paginator(selectors.cases_of(dataset), 50).get_page(request.GET.get("page"))
+    page = paginate(request, selectors.cases_of(dataset).order_by("key", "pk"))
     return render(request, "evals/dataset.html", {"dataset": dataset, "page": page})
 
 
@@ -108,7 +107,7 @@ def eval_run(request, pk):
     context = {
         "run": run,
         "summary": summarise(run),
-        "results": Paginator(selectors.results_of(run), 50).get_page(request.GET.get("page")),
+        "results": paginate(request, selectors.results_of(run).order_by("passed", "case__key", "pk")),
         "others": selectors.runs_of(run.version.workflow).filter(dataset=run.dataset).exclude(pk=run.pk)[:20],
     }
     response = render_page(request, "evals/run.html", context, partial="progress")
@@ -126,7 +125,7 @@ def eval_compare(request, pk, other):
     counts = {}
     for change in changes:
         counts[change.kind] = counts.get(change.kind, 0) + 1
-    page = Paginator(changes, 50).get_page(request.GET.get("page"))
+    page = paginate(request, changes)
     before_summary, after_summary = summarise(before), summarise(after)
     chart = {"kinds": [{"kind": kind, "cases": counts.get(kind, 0)} for kind in ORDER],
              "pass_rates": [{"run": f"#{before.pk} v{before.version.number}", "rate": before_summary.pass_rate},

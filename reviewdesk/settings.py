@@ -280,6 +280,8 @@ REVIEWDESK_DRAFT_CACHE = "drafts"
 # Price table overrides (pipeline/pricing.py): a JSON object or the path to a JSON file.
 REVIEWDESK_PRICES = env_str("REVIEWDESK_PRICES", "")
 REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
+# Rows per page of every list (submissions, review queues, audit trail): views.common.paginate.
+REVIEWDESK_PAGE_SIZE = env_int("REVIEWDESK_PAGE_SIZE", 50, minimum=1)
 # A generation claimed longer ago than this is considered abandoned (worker died) and may be
 # re-claimed by a redelivered task.
 REVIEWDESK_GENERATION_STALE_SECONDS = env_int(

@@ -138,6 +138,24 @@ class ExportFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=64)
     submission = forms.IntegerField(required=False, min_value=1, max_value=2**62, label="Submission #")
 
+    def _within_years(self, name: str) -> datetime | None:
+        """A time with an offset at either end of the calendar (0001-01-01T00:00+01:00) is a
+        valid datetime that has no UTC time: refuse it here, with a message, instead of failing
+        later when the page or the manifest spells it in UTC."""
+        value = self.cleaned_data.get(name)
+        if value is None:
+            return None
+        try:
+            return timezone.localtime(value)
+        except OverflowError:
+            raise forms.ValidationError("Enter a time between the years 1 and 9999 (UTC).", code="out_of_range") from None
+
+    def clean_since(self):
+        return self._within_years("since")
+
+    def clean_until(self):
+        return self._within_years("until")
+
     def clean(self):
         data = super().clean()
         since, until = data.get("since"), data.get("until")

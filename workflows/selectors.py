@@ -74,7 +74,8 @@ def open_review_tasks_for(user, lane: str | None = None) -> QuerySet[ReviewTask]
     qs = review_tasks_for(user).open()
     if lane:
         qs = qs.filter(lane=lane)
-    return qs.order_by("due_at", "created_at")
+    # The primary key last: pages of the queue must not share or skip rows with equal times.
+    return qs.order_by("due_at", "created_at", "pk")
 
 
 def review_task_for(user, pk: int) -> ReviewTask:

@@ -11,12 +11,14 @@ anything outside the user's scope, and LOGIN for "redirected to the login page".
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import quote
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from costs.models import AlertMetric, AlertRule
 from evals import services as evals
@@ -124,8 +126,14 @@ MATRIX = [
     ("audit_export_job_file", "GET", "/audit/export/jobs/999999/file/",     (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
     ("audit_export_job_manifest", "GET", "/audit/export/jobs/999999/manifest/", (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
 ]
-# Names deliberately outside this matrix: the Django admin is not part of normal operation.
+# Names outside this matrix: the Django admin (namespace "admin") is not part of normal
+# operation (DESIGN.md section 1: staff is not a role) and has its own staff check, so it gets
+# its own, generated table below (ADMIN_*): every admin route sends every role and anonymous to
+# a login page. Nothing else may be left out.
 NOT_IN_MATRIX = {"admin"}
+# Routes that answer without a session: the probes, the log-in pages, and /metrics (a bearer
+# token in production, refused as 404 without one: tests/integration/test_metrics.py).
+PUBLIC = {"healthz", "readyz", "login", "logout", "metrics"}
 
 
 @pytest.fixture
@@ -278,3 +286,173 @@ def test_pages_carry_the_csrf_token_for_htmx(client_for):
     response = client_for("submitter").get("/")
     token = response.context["csrf_token"]
     assert f'hx-headers=\'{{"X-CSRFToken": "{token}"}}\'' in response.content.decode()
+
+
+# --- Generated from the URLconf -------------------------------------------------------------
+
+
+def _routes(patterns=None, prefix="", namespace=None):
+    """Every route of the URLconf, recursively through include(): (namespace, name, pattern
+    text with the include prefixes, the URLPattern)."""
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _routes(pattern.url_patterns, prefix + str(pattern.pattern), pattern.namespace or namespace)
+        else:
+            yield namespace, pattern.name, prefix + str(pattern.pattern), pattern
+
+
+def test_every_route_of_the_app_has_a_name():
+    """The matrix is keyed by URL name: a route without one could not be listed."""
+    unnamed = [text for namespace, name, text, _ in _routes() if namespace is None and not name]
+    assert unnamed == []
+
+
+def test_every_matrix_row_opens_the_view_it_names(world):
+    """The table cannot drift from the URLconf: each row's path resolves to the row's name."""
+    for name, _method, path, _ in MATRIX:
+        assert resolve(path.format(**world).split("?")[0]).url_name == name, path
+
+
+def test_every_route_is_exercised_by_a_row(world):
+    """Not just every name: every route pattern (two patterns may share a name or a view)."""
+    exercised = {resolve(path.format(**world).split("?")[0]).route for _, _, path, _ in MATRIX}
+    app_routes = {text for namespace, _, text, _ in _routes() if namespace is None}
+    assert app_routes - exercised == set()
+
+
+GET_ROWS = [row for row in MATRIX if row[1] == "GET"]
+
+
+@pytest.mark.parametrize("name, method, path, expected", GET_ROWS, ids=[p for _, _, p, _ in GET_ROWS])
+def test_htmx_partials_answer_like_their_pages(name, method, path, expected, world, client_for, settings):
+    """A partial (HX-Request) is the same view: the same refusal for the same people."""
+    settings.REVIEWDESK_DENIED_EVENTS_PER_MINUTE = 10_000
+    path = path.format(**world)
+    for actor, wanted in zip(ACTORS, expected, strict=True):
+        response = client_for(None if actor == "anon" else actor).get(path, headers={"HX-Request": "true"})
+        got = LOGIN if response.status_code == 302 and response["Location"].startswith("/accounts/login/") else \
+            response.status_code
+        if got != wanted:
+            # Allowed either way is the same answer: a page may give its partial (200) where the
+            # full page redirects to where the list is shown (the export jobs, on the audit page).
+            assert wanted not in (LOGIN, 404) and got not in (LOGIN, 404), (actor, path, got, wanted)
+            assert got < 400 and wanted < 400, (actor, path, got, wanted)
+
+
+OTHER_METHODS = ("GET", "POST", "PUT", "DELETE")
+# One entry per path: the methods the table lists for it and who it refuses with 404.
+PATHS: dict[str, tuple[str, set[str], set[str]]] = {}
+for _name, _method, _path, _expected in MATRIX:
+    _entry = PATHS.setdefault(_path, (_name, set(), set(ACTORS)))
+    _entry[1].add(_method)
+    _entry[2].intersection_update(a for a, e in zip(ACTORS, _expected, strict=True) if e == 404)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_methods_outside_the_table_never_open_a_door(path, world, client_for, settings):
+    """Every other HTTP method on each route, by every actor: never a 5xx; anonymous still
+    goes to login; someone the table refuses is still refused (404, or a 405 that says nothing
+    about the object); and nothing is saved (no method outside the table writes)."""
+    settings.REVIEWDESK_DENIED_EVENTS_PER_MINUTE = 10_000
+    name, listed, refused = PATHS[path]
+    path = path.format(**world)
+    before = _snapshot()
+    for other in set(OTHER_METHODS) - listed:
+        for actor in ACTORS:
+            response = client_for(None if actor == "anon" else actor).generic(other, path)
+            code = response.status_code
+            where = f"{actor}: {other} {path} -> {code}"
+            assert code < 500, where
+            if actor == "anon" and name not in PUBLIC:
+                assert code == 302 and response["Location"].startswith("/accounts/login/"), where
+            if actor in refused:
+                assert code in (404, 405), where
+    assert _snapshot() == before, f"a method outside the table changed data on {path}"
+
+
+# --- The Django admin -----------------------------------------------------------------------
+
+ADMIN_LOGIN = "/admin/login/"
+
+
+def _admin_path(text: str, values: dict) -> str:
+    """A concrete path for an admin route: converters and named groups filled from real
+    objects, unnamed groups with an id, regex anchors dropped."""
+    text = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m.group(1)]), text)
+    text = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), text)
+    text = re.sub(r"\([^)]*\)", str(values["object_id"]), text)
+    return "/" + text.replace("^", "").replace("$", "")
+
+
+@pytest.fixture
+def admin_paths(world, people):
+    """Every admin route, as (name, path), with ids of real rows (a submission, its history)."""
+    submission = Submission.objects.get(pk=world["sub_a"])
+    values = {
+        "object_id": submission.pk, "id": people["submitter"].pk, "app_label": "workflows",
+        "content_type_id": ContentType.objects.get_for_model(Submission).pk, "url": "no-such-admin-page/",
+    }
+    paths = []
+    for namespace, name, text, pattern in _routes():
+        if namespace != "admin":
+            continue
+        path = _admin_path(text, values)
+        # The path was built right: it reaches this very route.
+        assert resolve(path).func == pattern.callback, (text, path)
+        paths.append((name or text, path))
+    assert len(paths) > 20, "the admin's routes were found"
+    return paths
+
+
+def test_no_role_is_staff(people):
+    """The admin table below rests on this: the roles do not make anyone staff."""
+    assert not any(u.is_staff or u.is_superuser for u in people.values())
+
+
+def test_the_admin_is_closed_to_every_role_and_to_anonymous(admin_paths, client_for, settings):
+    """Every admin route (generated from the URLconf, so a model registered later is covered),
+    GET and POST, by anonymous and by each role: a redirect to a login page, nothing saved.
+    Only the admin's own login page answers 200 (its form refuses non-staff accounts)."""
+    settings.REVIEWDESK_DENIED_EVENTS_PER_MINUTE = 10_000
+    for actor in ACTORS:
+        client = client_for(None if actor == "anon" else actor)
+        # Nothing is rolled back here: if any of these requests saved anything, the snapshot
+        # taken after all of them differs.
+        before = _snapshot()
+        for name, path in admin_paths:
+            for method in ("GET", "POST"):
+                response = client.generic(method, path)
+                where = f"{actor}: {method} {path} ({name}) -> {response.status_code}"
+                if name == "login":
+                    assert response.status_code == 200, where
+                    continue
+                assert response.status_code == 302, where
+                location = response["Location"]
+                if name == "logout" and actor != "anon":
+                    # Django sends a signed-in non-staff user from admin logout to the admin
+                    # index, which sends them to the admin login: still no admin page.
+                    assert location == "/admin/", where
+                    continue
+                assert location.startswith((ADMIN_LOGIN + "?next=", "/accounts/login/?next=")), where
+        assert _snapshot() == before, f"{actor}: an admin request changed data"
+
+
+def test_the_admin_login_refuses_a_role_account(people, client):
+    """The admin's login form does not let a role account in (it needs is_staff)."""
+    people["compliance"].set_password("pw-compliance")
+    people["compliance"].save()
+    response = client.post(ADMIN_LOGIN, {"username": "compliance", "password": "pw-compliance"})
+    assert response.status_code == 200 and b"staff account" in response.content
+    assert client.get("/admin/").status_code == 302
+
+
+def test_a_staff_account_does_get_in(admin_paths, make_user, client):
+    """The control for the table above: the same paths are real admin pages for staff."""
+    staff = make_user("staff-admin")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    opened = {name: client.get(path).status_code for name, path in admin_paths
+              if name in ("index", "workflows_submission_changelist", "workflows_submission_change", "app_list")}
+    assert opened == {"index": 200, "workflows_submission_changelist": 200, "workflows_submission_change": 200,
+                      "app_list": 200}

@@ -164,3 +164,19 @@ def test_failed_login_is_4xx_with_a_message(client, db):
         response = client.post("/accounts/login/", post)
         assert 400 <= response.status_code < 500, post
         assert Page(response).all("p", class_="error")
+
+
+@pytest.mark.parametrize("query", [
+    "since=0001-01-01T00:00:00%2B01:00",  # valid, but before year 1 in UTC
+    "until=9999-12-31T23:59:59-01:00",  # valid, but after year 9999 in UTC
+])
+@pytest.mark.parametrize("path", ["/audit/?", "/audit/export/?format=csv&", "/audit/export/manifest/?format=jsonl&"])
+def test_audit_times_with_no_utc_equivalent_are_400(client_for, routed, people, path, query):
+    """Found by tests/views/test_fuzz.py: these were a 500 (OverflowError spelling them in UTC)."""
+    routed(people["submitter"])
+    events = AuditEvent.objects.count()
+    response = client_for("compliance").get(path + query)
+    assert response.status_code == 400
+    if path == "/audit/?":
+        assert "between the years 1 and 9999" in Page(response).html
+    assert AuditEvent.objects.count() == events, "no export was recorded"

@@ -7,7 +7,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
 from .. import selectors, services
 from ..audit_chain import last_anchored_event, last_checkpoint
@@ -23,10 +23,11 @@ from ..audit_export import (
     record_export,
 )
 from ..roles import COMPLIANCE
-from .common import render_page, role_required
+from .common import paginate, render_page, role_required
 
 
 @role_required(COMPLIANCE)
+@require_safe
 def audit_log(request):
     events = selectors.audit_events_for(request.user)
     filters = ExportFilterForm(request.GET)
@@ -43,7 +44,7 @@ def audit_log(request):
         # A filter that cannot match anything is a mistake to point out, not a reason to
         # show the whole trail as if it had been applied.
         action, events, status = request.GET.get("action", ""), events.none(), 400
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    page = paginate(request, events)
     context = {
         "page": page,
         "action": action,
@@ -89,6 +90,7 @@ def _export_request(request, data=None) -> Export | None:
 
 
 @role_required(COMPLIANCE)
+@require_GET
 def audit_export(request):
     """The filtered events as CSV or JSON Lines, streamed; an `audit.exported` event is
     written when the stream ends (with the file's SHA-256, or complete=false if cut short)."""
@@ -112,6 +114,7 @@ def audit_export(request):
 
 
 @role_required(COMPLIANCE)
+@require_GET
 def audit_export_manifest(request):
     """The manifest of the export with the same parameters: a second pass over the same
     id-bounded rows of an append-only table gives the same bytes, hashed here, not sent."""

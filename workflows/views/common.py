@@ -1,5 +1,7 @@
 from functools import wraps
 
+from django.conf import settings
+from django.core.paginator import Page, Paginator
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 
@@ -34,3 +36,16 @@ def render_page(request, template: str, context: dict, *, partial: str | None = 
     response = render(request, name, context, status=status)
     patch_vary_headers(response, ["HX-Request"])
     return response
+
+
+def paginate(request, rows, *, per_page: int | None = None) -> Page:
+    """One page of a list, chosen by ``?page=``; every list in the app goes through here and
+    templates/_pagination.html, so the rules are the same everywhere.
+
+    ``rows`` must be ordered on something unique (end with the primary key), or rows with equal
+    sort keys could move between pages and some would never be shown. A page that is not a
+    number (``abc``, empty) is the first page and a number out of range (``0``, ``-3``, ``999``)
+    the last one (Django's ``Paginator.get_page``): a stale link, or a queue poll after rows
+    were decided, still shows rows rather than an error.
+    """
+    return Paginator(rows, per_page or settings.REVIEWDESK_PAGE_SIZE).get_page(request.GET.get("page"))

@@ -12,6 +12,7 @@ import json
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse
+from django.views.decorators.http import require_GET
 
 from .. import audit, selectors
 from ..audit import GENESIS_HASH, _hashed_fields
@@ -52,6 +53,8 @@ def _bundle(request, pk: int, kind: str):
     return evidence
 
 
+# GET only, not HEAD either: every view of the bundle writes an audit event.
+@require_GET
 def evidence_page(request, pk: int):
     evidence = _bundle(request, pk, "html")
     for event in evidence.events:
@@ -67,6 +70,7 @@ def evidence_page(request, pk: int):
     return render_page(request, "workflows/evidence.html", context)
 
 
+@require_GET
 def evidence_json(request, pk: int):
     evidence = _bundle(request, pk, "json")
     body = json.dumps(evidence_document(evidence), cls=DjangoJSONEncoder, ensure_ascii=False, indent=2)

@@ -6,16 +6,17 @@ from django.forms import MultipleChoiceField
 from django.http import Http404
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from .. import audit, selectors, services
 from ..forms import cleaned_to_json, step_form_class
 from ..gate import generation_hold
 from ..roles import COMPLIANCE, REVIEWER, SUBMITTER, has_role
-from .common import render_page, role_required
+from .common import paginate, render_page, role_required
 
 
+@require_safe
 def home(request):
     user = request.user
     context = {
@@ -114,11 +115,13 @@ def _finish(request, version, spec, raw):
     return _goto(request, reverse("submission_detail", args=[submission.pk]))
 
 
+@require_safe
 def submission_list(request):
-    submissions = selectors.submissions_for(request.user)[:200]
-    return render_page(request, "workflows/submission_list.html", {"submissions": submissions})
+    page = paginate(request, selectors.submissions_for(request.user).order_by("-created_at", "-pk"))
+    return render_page(request, "workflows/submission_list.html", {"page": page, "submissions": page})
 
 
+@require_safe
 def submission_detail(request, pk: int):
     return _submission_page(request, selectors.submission_for(request.user, pk))
 

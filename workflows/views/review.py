@@ -3,28 +3,31 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from .. import selectors, services
 from ..forms import ApproveForm, RegenerateForm, RejectForm
 from ..models import DomainError, Lane
 from ..roles import REVIEWER
 from ..templatetags.reviewdesk import pretty_json
-from .common import render_page, role_required
+from .common import paginate, render_page, role_required
 
 QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
 
 
 @role_required(REVIEWER)
+@require_safe
 def review_queue(request):
     lane = request.GET.get("lane") or Lane.BLOCKING_REVIEW
     if lane not in QUEUE_LANES:
         lane = Lane.BLOCKING_REVIEW
+    page = paginate(request, selectors.open_review_tasks_for(request.user, lane))
     context = {
         "lane": lane,
         "lanes": [(value, Lane(value).label) for value in QUEUE_LANES],
         "counts": selectors.queue_counts(request.user),
-        "tasks": selectors.open_review_tasks_for(request.user, lane)[:200],
+        "page": page,
+        "tasks": page,
         "now": timezone.now(),
     }
     return render_page(request, "workflows/review_queue.html", context, partial="queue")
@@ -55,8 +58,12 @@ def _detail_context(request, task, **forms):
 
 
 @role_required(REVIEWER)
+@require_safe
 def review_detail(request, pk: int):
-    task = selectors.review_task_for(request.user, pk)
+    return _detail_page(request, selectors.review_task_for(request.user, pk))
+
+
+def _detail_page(request, task):
     return render_page(request, "workflows/review_detail.html", _detail_context(request, task), partial="decision")
 
 
@@ -83,7 +90,9 @@ def review_claim(request, pk: int):
         # A re-claim after the lease ran out brings the reviewer's unsaved edit back.
         context = _detail_context(request, task, approve_form=ApproveForm(initial={"edited_output": carried}))
         return render_page(request, "workflows/review_detail.html", context, partial="decision")
-    return redirect("review_detail", pk=task.pk) if not request.htmx else review_detail(request, pk)
+    if not request.htmx:
+        return redirect("review_detail", pk=task.pk)
+    return _detail_page(request, selectors.review_task_for(request.user, pk))
 
 
 @role_required(REVIEWER)
