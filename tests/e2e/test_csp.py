@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from playwright.sync_api import expect
 
 from tests.conftest import CUSTOMER_REPLY_INPUT
@@ -29,10 +29,15 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 
 def _blocking_review(demo):
-    """A submission whose draft waits for a blocking review (no worker: a scripted draft)."""
-    submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
-                                            data=dict(CUSTOMER_REPLY_INPUT))
-    claimed = services.generation_claim(submission_id=submission.pk)
+    """A submission whose draft waits for a blocking review (no worker: a scripted draft).
+
+    Created and claimed in one transaction: a Celery worker an earlier test started may still be
+    consuming this run's queue, and must find the submission already claimed when the
+    generation task (sent on commit) reaches it."""
+    with transaction.atomic():
+        submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
+                                                data=dict(CUSTOMER_REPLY_INPUT))
+        claimed = services.generation_claim(submission_id=submission.pk)
     result = scripted_result(submission.workflow_version.spec, submission.data, probability=0.30,
                              content=json.dumps({"reply": "Dear Ann, sorry.", "tone": "neutral"}))
     services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result, audit_draw=0.999)

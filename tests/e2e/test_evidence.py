@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from playwright.sync_api import expect
 
 from tests.conftest import CUSTOMER_REPLY_INPUT
@@ -30,13 +30,17 @@ def _draft(submission, content):
 def _two_attempts_approved_with_edit(demo):
     """Drafted, sent back with feedback, drafted again, approved with an edit."""
     reviewer = demo.users["reviewer"]
-    submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
-                                            data=dict(CUSTOMER_REPLY_INPUT))
-    _draft(submission, FIRST)
+    # Created and claimed in one transaction: a worker an earlier test started may still consume
+    # this run's queue, and must find the submission claimed when the task sent on commit arrives.
+    with transaction.atomic():
+        submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
+                                                data=dict(CUSTOMER_REPLY_INPUT))
+        _draft(submission, FIRST)
     task = ReviewTask.objects.open().get(submission=submission)
     services.review_claim(task_id=task.pk, user=reviewer)
-    services.review_regenerate(task_id=task.pk, user=reviewer, feedback="Say what went wrong with the parcel.")
-    _draft(submission, SECOND)
+    with transaction.atomic():  # the same race for the second attempt
+        services.review_regenerate(task_id=task.pk, user=reviewer, feedback="Say what went wrong with the parcel.")
+        _draft(submission, SECOND)
     task = ReviewTask.objects.open().get(submission=submission)
     services.review_claim(task_id=task.pk, user=reviewer)
     services.review_approve(task_id=task.pk, user=reviewer, edited_output=json.dumps(EDITED, indent=2))
