@@ -56,7 +56,8 @@ MIDDLEWARE = [
     "workflows.db_resilience.DatabaseReconnectMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, noting a session lost under database faults (workflows/db_resilience.py).
+    "workflows.db_resilience.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -40,6 +40,8 @@ import os
 import threading
 import time
 
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connections
 from django.db.utils import DEFAULT_DB_ALIAS
@@ -205,6 +207,22 @@ class _PoolChecker:
 _pool_checker = _PoolChecker()
 
 
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's, noting on the request when the session could not be saved because its row was
+    gone (SessionInterrupted). Under database faults that happens when an earlier request's
+    session INSERT was lost with its connection: this request's work may be done, and Django's
+    bare 400 "the session was deleted" says neither that nor what to do. The reconnect
+    middleware answers it like any other interrupted request. The session is not re-created:
+    a session deleted by a log-out in another tab must stay deleted."""
+
+    def process_response(self, request, response):
+        try:
+            return super().process_response(request, response)
+        except SessionInterrupted:
+            request.session_interrupted = True
+            raise
+
+
 class DatabaseReconnectMiddleware:
     """Install ``ReconnectingReads`` for the request; turn an error caused by a lost connection
     into a clean refusal. First in MIDDLEWARE, so the session and auth queries are covered."""
@@ -225,7 +243,8 @@ class DatabaseReconnectMiddleware:
         dropped = db.errors_occurred and (db.connection is None or connection_lost(db))
         # 400 too: a session save that fails for want of a connection is reported by Django as
         # SessionInterrupted ("the session was deleted"), which is not what happened.
-        lost = reads.lost or dropped or getattr(request, "database_connection_lost", False)
+        lost = (reads.lost or dropped or getattr(request, "database_connection_lost", False)
+                or getattr(request, "session_interrupted", False))
         if lost and response.status_code in (400, 500):
             return refusal(request)
         return response
