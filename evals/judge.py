@@ -57,6 +57,9 @@ def latest(dataset: Dataset) -> JudgeAgreement | None:
     return dataset.judge_agreements.order_by("-measured_at").first()
 
 
-def trusted(dataset: Dataset) -> bool:
-    agreement = latest(dataset)
+def shows_trust(agreement: JudgeAgreement | None) -> bool:
     return bool(agreement and agreement.cases >= MIN_CASES and agreement.rate >= MIN_AGREEMENT)
+
+
+def trusted(dataset: Dataset) -> bool:
+    return shows_trust(latest(dataset))

@@ -29,7 +29,7 @@ def _workflow_context(request, workflow, *, run_form=None, import_form=None):
     datasets = list(selectors.datasets_of(workflow))
     for dataset in datasets:
         dataset.judge = judge.latest(dataset)
-        dataset.judge_trusted = judge.trusted(dataset)
+        dataset.judge_trusted = judge.shows_trust(dataset.judge)
         dataset.reviewed_with_rubric = len(judge.reviewed_cases(dataset))
     return {
         "judge_min_cases": judge.MIN_CASES, "judge_min_agreement": judge.MIN_AGREEMENT,

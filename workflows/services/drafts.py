@@ -96,9 +96,11 @@ def generation_claim(*, submission_id: int) -> Submission | None:
     submission.attempts += 1
     submission.generation_started_at = timezone.now()
     system = system_user()
-    track(submission, system, f"generation attempt {submission.attempts}").save(update_fields=_CLAIM_FIELDS)
-    # The first heartbeat, on the database's clock (workflows/heartbeat.py); not in the history.
-    Submission.objects.filter(pk=submission.pk).update(claim_heartbeat_at=Now())
+    # The first heartbeat, on the database's clock (workflows/heartbeat.py), in the claim's own
+    # UPDATE; the history leaves the field out.
+    submission.claim_heartbeat_at = Now()
+    track(submission, system, f"generation attempt {submission.attempts}").save(
+        update_fields=[*_CLAIM_FIELDS, "claim_heartbeat_at"])
     audit.record(
         action=AuditAction.DRAFT_GENERATION_STARTED,
         obj=submission,
@@ -195,7 +197,8 @@ def _locked_current_attempt(submission_id: int, attempt: int) -> Submission | No
     """The submission, locked, if ``attempt`` is still its current generation; else None."""
     submission = (
         Submission.objects.select_for_update(of=("self",))
-        .select_related("workflow_version")
+        # The workflow comes with the row: draft_record reads its automation hold per draft.
+        .select_related("workflow_version__workflow")
         .get(pk=submission_id)
     )
     if not submission.is_generating or submission.attempts != attempt:
