@@ -168,8 +168,11 @@ def version_rollback(*, to_version_id: int, actor=None, reason: str = "", overri
     if current is not None and current.definition_hash == old.definition_hash:
         raise DomainError(f"v{current.number}, the current version, already has v{old.number}'s definition.")
     with transaction.atomic():
+        # Numbered under the workflow's row lock, as version_candidate numbers: two roll-backs
+        # (or a roll-back and a save) at once get consecutive numbers, not one IntegrityError.
+        workflow = Workflow.objects.select_for_update().get(pk=old.workflow_id)
         copy = WorkflowVersion(
-            workflow=old.workflow, number=old.workflow.versions.order_by("-number").first().number + 1,
+            workflow=workflow, number=workflow.versions.order_by("-number").first().number + 1,
             definition=old.definition, definition_text=old.definition_text, source_yaml=old.source_yaml,
             definition_hash=old.definition_hash, created_by=actor if actor is not None and actor.is_active else None,
             note=f"rollback to v{old.number}",
