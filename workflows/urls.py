@@ -14,6 +14,7 @@ urlpatterns = [
     path("submissions/<int:pk>/evidence/", evidence.evidence_page, name="submission_evidence"),
     path("submissions/<int:pk>/evidence.json", evidence.evidence_json, name="submission_evidence_json"),
     path("review/", review.review_queue, name="review_queue"),
+    path("review/next/", review.review_next, name="review_next"),
     path("review/<int:pk>/", review.review_detail, name="review_detail"),
     path("review/<int:pk>/claim/", review.review_claim, name="review_claim"),
     path("review/<int:pk>/release/", review.review_release, name="review_release"),

@@ -52,6 +52,7 @@ MATRIX = [
     ("submission_detail",   "GET",  "/submissions/{sub_b}/",                (LOGIN, 200, 404, 404, 200, 404, 200, 404)),
     ("submission_detail",   "GET",  "/submissions/{sub_dual}/",             (LOGIN, 404, 404, 200, 404, 200, 200, 404)),
     ("review_queue",        "GET",  "/review/",                             (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
+    ("review_next",         "POST", "/review/next/",                        (LOGIN, 404, 404, 302, 302, 302, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_a}/",                    (LOGIN, 404, 404, 200, 404, 200, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_b}/",                    (LOGIN, 404, 404, 404, 200, 404, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_dual}/",                 (LOGIN, 404, 404, 200, 404, 404, 404, 404)),

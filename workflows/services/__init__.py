@@ -21,7 +21,15 @@ from .drafts import (
     submission_retry,
 )
 from .retention import erase_submissions_of, expired_submission_ids, legal_hold_set, purge_expired
-from .reviews import review_approve, review_claim, review_refusal, review_regenerate, review_reject, review_release
+from .reviews import (
+    review_approve,
+    review_claim,
+    review_claim_next,
+    review_refusal,
+    review_regenerate,
+    review_reject,
+    review_release,
+)
 from .workflow import (
     GateResult,
     PublishRefused,
@@ -56,6 +64,7 @@ __all__ = [
     "purge_expired",
     "review_approve",
     "review_claim",
+    "review_claim_next",
     "review_refusal",
     "review_regenerate",
     "review_reject",

@@ -8,6 +8,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import audit, labels
@@ -16,6 +17,7 @@ from ..dispatch import enqueue_generation
 from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
 from ..pipeline.validators import validate_output
 from ..roles import group_names
+from ..selectors import open_review_tasks_for
 from ..vocab import AuditAction, Finding
 from .common import release, retract_if_released, track
 
@@ -69,6 +71,39 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
         payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat()},
     )
     return task
+
+
+def review_claim_next(*, user, lane: str | None = None) -> ReviewTask | None:
+    """Claim the most urgent open review this user may work, or None when nothing is free.
+
+    ``SKIP LOCKED`` makes concurrent reviewers pass over a row another one is claiming this
+    instant instead of waiting for it and then finding it taken, so fifty reviewers pressing
+    "Next" at once get fifty different items (and nobody queues behind a lock held for a
+    request). The lease condition is in the same locked SELECT, so an item held by someone
+    else is never offered. SQLite (the demo default) has no row locks; there the single
+    writer serialises claims.
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        task = (
+            open_review_tasks_for(user, lane)
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
+        )
+        if task is None:
+            return None
+        task.claimed_by = user
+        task.lease_expires_at = now + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
+        track(task, user, "claimed").save()
+        audit.record(
+            action=AuditAction.REVIEW_CLAIMED,
+            obj=task,
+            actor=user,
+            workflow_version=task.submission.workflow_version,
+            payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat(), "next": True},
+        )
+        return task
 
 
 @transaction.atomic

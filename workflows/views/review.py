@@ -97,6 +97,21 @@ def review_claim(request, pk: int):
 
 @role_required(REVIEWER)
 @require_POST
+def review_next(request):
+    """Claim the most urgent free item (of one lane, when the form names it) and open it."""
+    lane = request.POST.get("lane") or None
+    if lane is not None and lane not in QUEUE_LANES:
+        messages.error(request, "Unknown lane; showing the blocking lane.")
+        return redirect("review_queue")
+    task = services.review_claim_next(user=request.user, lane=lane)
+    if task is None:
+        messages.info(request, "Nothing is waiting for you" + (f" in the {Lane(lane).label.lower()} lane." if lane else "."))
+        return redirect(reverse("review_queue") + (f"?lane={lane}" if lane else ""))
+    return redirect("review_detail", pk=task.pk)
+
+
+@role_required(REVIEWER)
+@require_POST
 def review_release(request, pk: int):
     task = selectors.review_task_for(request.user, pk)
     try:
