@@ -124,15 +124,16 @@ def verify(path: str, manifest: dict) -> tuple[list[str], str]:
             row_id, order = fields["id"], fields[key]
             if not isinstance(order, int) or (prev_key is not None and order <= prev_key):
                 raise BadRow(line, row_id, f"is out of {key} order (after {key} {prev_key})")
-            if by_seq and unfiltered and order != (prev_key or 0) + 1:
-                raise BadRow(line, row_id, f"has seq {order}, expected {(prev_key or 0) + 1} (a row before it "
-                                           "was removed or inserted)")
             expected_prev = (GENESIS_HASH if count == 0 else prev_hash) if unfiltered else fields["prev_hash"]
             if fields["prev_hash"] != expected_prev:
                 raise BadRow(line, row_id, "prev_hash is not the previous row's hash (a row before it was "
                                            "removed, inserted or reordered)")
             if row_hash(fields["prev_hash"], fields) != fields["hash"]:
                 raise BadRow(line, row_id, "hash does not match the row's contents (the row was changed)")
+            if by_seq and unfiltered and order != (prev_key or 0) + 1:
+                # seq is not hashed: checked after the links, which name a removal first.
+                raise BadRow(line, row_id, f"has seq {order}, expected {(prev_key or 0) + 1} (a row before it "
+                                           "was removed or inserted)")
             if first is None:
                 first = fields["hash"]
             last, prev_hash, prev_key = fields["hash"], fields["hash"], order

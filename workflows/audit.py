@@ -239,6 +239,24 @@ def chain_all(*, budget_seconds: float = 20.0) -> int:
             return total
 
 
+def chain_now(*, timeout: float = 30.0) -> int:
+    """Link every unchained event this connection can see, waiting for a running chainer
+    rather than leaving the work to it (manage.py chain_audit, tests, benches). Inside a
+    transaction it links that transaction's own events too."""
+    total, deadline = 0, time.monotonic() + timeout
+    while has_unchained():
+        linked = chain_pending()
+        if linked is None:  # another chainer is at work: wait for its commit
+            if time.monotonic() > deadline:
+                raise TimeoutError("another audit chainer held the chain lock for too long")
+            time.sleep(0.01)
+            continue
+        total += linked
+        if not linked:
+            break  # unchained rows this snapshot cannot see yet (another transaction's)
+    return total
+
+
 @dataclass(frozen=True)
 class Unchained:
     count: int

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from workflows.audit import chain_all, unchained
+from workflows.audit import chain_now, unchained
 
 
 class Command(BaseCommand):
@@ -11,5 +11,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        linked = chain_all(budget_seconds=3600)
+        linked = chain_now(timeout=3600)
         self.stdout.write(f"linked {linked} events; {unchained()}")
