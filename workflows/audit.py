@@ -187,7 +187,7 @@ def _canonical_row(created_at, actor_label, actor_id, action, object_type, objec
     )
 
 
-def chain_pending(limit: int = CHAIN_BATCH) -> int | None:
+def chain_pending(limit: int | None = None) -> int | None:
     """Link up to ``limit`` committed unchained events, in id order, in one transaction.
 
     Returns how many were linked, or None when another chainer holds the chain lock (it links
@@ -204,7 +204,7 @@ def chain_pending(limit: int = CHAIN_BATCH) -> int | None:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
             if not cursor.fetchone()[0]:
                 return None
-            cursor.execute(_PENDING_SQL, [limit])
+            cursor.execute(_PENDING_SQL, [limit or CHAIN_BATCH])
             rows = cursor.fetchall()
             if not rows:
                 return 0
