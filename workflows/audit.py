@@ -395,12 +395,12 @@ def verify_chain(events: Iterable[AuditEvent] | None = None) -> ChainReport:
 # The same encoding as canonical_json, built once: json.dumps() with options builds a new
 # encoder on every call, which is a third of the cost of verifying a row.
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
-_ROW_COLUMNS = ("id", "seq", "created_at", "actor_label", "actor_id", "action", "object_type", "object_id",
+_ROW_COLUMNS = ("id", "created_at", "actor_label", "actor_id", "action", "object_type", "object_id",
                 "workflow_version_id", "payload", "request_id", "ip", "prev_hash", "hash")
 # Plain tuples from a server-side cursor: no model instances, the payload parsed once from text,
 # the time as a UTC timestamp (psycopg's C loader; Django's timestamptz loader runs Python per row).
 _WALK_SQL = (
-    "SELECT id, seq, created_at AT TIME ZONE 'UTC', actor_label, actor_id, action, object_type, object_id, "
+    "SELECT id, created_at AT TIME ZONE 'UTC', actor_label, actor_id, action, object_type, object_id, "
     "workflow_version_id, payload::text, request_id, host(ip), prev_hash, hash FROM workflows_auditevent "
     "WHERE seq > %s AND seq <= %s ORDER BY seq"
 )
@@ -459,25 +459,53 @@ def walk_chain(*, after_seq: int = 0, prev_hash: str = GENESIS_HASH, after_id: i
     try:
         with closing(_rows(after_seq, up_to)) as rows:  # closed (its transaction ended) on an early return
             if connection.vendor == "postgresql":
-                return _walk(rows, prev, after_id, after_seq, watched, json.loads, "+00:00")
-            return _walk(rows, prev, after_id, after_seq, watched)
+                walk = _walk(rows, prev, after_id, watched, json.loads, "+00:00")
+            else:
+                walk = _walk(rows, prev, after_id, watched)
     finally:
         if collecting:
             gc.enable()
+    if walk.ok:
+        walk.head_seq = up_to if walk.checked else after_seq
+        # seq is unique, so the walk saw every position in (after_seq, up_to] iff it counted
+        # up_to - after_seq events; the chainer numbers without gaps, so a gap means an event was
+        # removed and the links after it rewritten, or a seq changed behind the trigger.
+        if walk.checked != up_to - after_seq:
+            gap = _first_gap(after_seq, up_to)
+            walk.ok, walk.broken_at = False, gap[0] if gap else None
+            walk.reason = (f"seq {gap[1]} does not follow the previous event's seq {gap[2]} (an event was "
+                           "removed or inserted)" if gap else "events are missing from the chain's positions")
+    elif walk.head_id:
+        walk.head_seq = AuditEvent.objects.filter(pk=walk.head_id).values_list("seq", flat=True).first() or after_seq
+    else:
+        walk.head_seq = after_seq
+    return walk
 
 
-def _walk(rows, prev: str, head_id: int, head_seq: int, watched: set[int], loads=None, utc: str = "") -> ChainWalk:
+def _first_gap(after_seq: int, up_to: int) -> tuple[int, int, int] | None:
+    """(id, seq, previous seq) of the first event whose seq does not follow the one before it."""
+    rows = (AuditEvent.objects.filter(seq__gt=after_seq, seq__lte=up_to).order_by("seq")
+            .values_list("id", "seq").iterator(chunk_size=_WALK_BATCH))
+    previous = after_seq
+    for pk, seq in rows:
+        if seq != previous + 1:
+            return pk, seq, previous
+        previous = seq
+    return None
+
+
+def _walk(rows, prev: str, head_id: int, watched: set[int], loads=None, utc: str = "") -> ChainWalk:
     """``loads``: parse the payload from text first; ``utc``: the offset to add to a naive UTC time."""
     seen: dict[int, tuple[int, str]] = {}
     checked = 0
     encode, sha256, string, int_repr = _encode, hashlib.sha256, json.encoder.encode_basestring, int.__repr__
     if loads is not None:  # the payload came as JSON text: encode it from its parsed value
         encode = lambda text, dumps=encode: dumps(loads(text))  # noqa: E731
-    for (pk, seq, created_at, actor_label, actor_id, action, object_type, object_id, workflow_version_id,
+    for (pk, created_at, actor_label, actor_id, action, object_type, object_id, workflow_version_id,
          payload, request_id, ip, row_prev, row_hash) in rows:
         if row_prev != prev:
             return ChainWalk(False, checked, prev, head_id, pk,
-                             "prev_hash does not match the previous event's hash", seen, head_seq)
+                             "prev_hash does not match the previous event's hash", seen)
         # canonical_json(_hashed_fields(event)) spelled out: the keys in sorted order, the fixed
         # fields encoded directly, only the payload through the encoder (test_audit_chain.py
         # checks the two agree).
@@ -490,18 +518,12 @@ def _walk(rows, prev: str, head_id: int, head_seq: int, watched: set[int], loads
             f'"workflow_version":{"null" if workflow_version_id is None else int_repr(workflow_version_id)}}}'
         )
         if sha256((prev + canonical).encode()).hexdigest() != row_hash:
-            return ChainWalk(False, checked, prev, head_id, pk, "hash does not match the event's contents", seen,
-                             head_seq)
-        if seq != head_seq + 1:
-            # seq is not hashed; the chainer numbers without gaps, so a gap means a row was
-            # removed (with every later link rewritten) or a seq changed behind the trigger.
-            return ChainWalk(False, checked, prev, head_id, pk,
-                             f"seq {seq} does not follow the previous event's seq {head_seq}", seen, head_seq)
-        prev, head_id, head_seq = row_hash, pk, seq
+            return ChainWalk(False, checked, prev, head_id, pk, "hash does not match the event's contents", seen)
+        prev, head_id = row_hash, pk
         checked += 1
         if pk in watched:
             seen[pk] = (checked, row_hash)
-    return ChainWalk(True, checked, prev, head_id, None, "", seen, head_seq)
+    return ChainWalk(True, checked, prev, head_id, None, "", seen)
 
 
 @transaction.atomic

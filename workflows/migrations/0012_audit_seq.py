@@ -71,32 +71,41 @@ DECLARE
   head_seq bigint;
   digest text;
   n int := coalesce(array_length(ids, 1), 0);
+  todo int[];
+  k int;
+  out_ids bigint[] := '{{}}';
+  out_seqs bigint[] := '{{}}';
+  out_prevs text[] := '{{}}';
+  out_hashes text[] := '{{}}';
 BEGIN
   IF n <> coalesce(array_length(canonical, 1), 0) THEN
     RAISE EXCEPTION 'reviewdesk_audit_chain: % ids but % canonical texts', n, coalesce(array_length(canonical, 1), 0);
   END IF;
   -- One chainer at a time, until its COMMIT. Each statement of a VOLATILE function takes a new
-  -- snapshot, so the head below is read after the lock is granted (after the last chainer's commit).
+  -- snapshot, so what follows is read after the lock is granted (after the last chainer's commit).
   PERFORM pg_advisory_xact_lock({lock_key});
   SELECT a.seq, a.hash INTO head_seq, head FROM workflows_auditevent a
     WHERE a.seq IS NOT NULL ORDER BY a.seq DESC LIMIT 1;
   head_seq := coalesce(head_seq, 0);
   head := coalesce(head, repeat('0', 64));
-  FOR i IN 1 .. n LOOP
-    digest := encode(sha256(convert_to(head || canonical[i], 'UTF8')), 'hex');
-    -- An event another chainer linked meanwhile keeps its links (seq IS NULL fails): skipped.
-    UPDATE workflows_auditevent SET seq = head_seq + 1, prev_hash = head, hash = digest
-      WHERE id = ids[i] AND seq IS NULL;
-    IF FOUND THEN
-      head_seq := head_seq + 1;
-      event_id := ids[i];
-      event_seq := head_seq;
-      event_prev_hash := head;
-      event_hash := digest;
-      RETURN NEXT;
-      head := digest;
-    END IF;
+  -- The given events still unchained, in the order given (one linked meanwhile is skipped).
+  SELECT coalesce(array_agg(u.ord::int ORDER BY u.ord), '{{}}') INTO todo
+    FROM unnest(ids) WITH ORDINALITY AS u(id, ord) JOIN workflows_auditevent a ON a.id = u.id
+    WHERE a.seq IS NULL;
+  FOREACH k IN ARRAY todo LOOP
+    digest := encode(sha256(convert_to(head || canonical[k], 'UTF8')), 'hex');
+    head_seq := head_seq + 1;
+    out_ids := out_ids || ids[k];
+    out_seqs := out_seqs || head_seq;
+    out_prevs := out_prevs || head;
+    out_hashes := out_hashes || digest;
+    head := digest;
   END LOOP;
+  -- One statement links them all (the trigger checks each row: links set once, nothing else).
+  UPDATE workflows_auditevent a SET seq = u.seq, prev_hash = u.prev, hash = u.digest
+    FROM unnest(out_ids, out_seqs, out_prevs, out_hashes) AS u(id, seq, prev, digest)
+    WHERE a.id = u.id;
+  RETURN QUERY SELECT * FROM unnest(out_ids, out_seqs, out_prevs, out_hashes);
 END $$;
 REVOKE ALL ON FUNCTION reviewdesk_audit_chain(bigint[], text[]) FROM PUBLIC;
 """
