@@ -218,3 +218,17 @@ def test_an_export_holds_linked_events_only_and_its_manifest_counts_the_rest(db,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert waiting.pk not in [r["id"] for r in rows]
+
+
+def test_a_gap_in_the_chain_positions_is_named(db):
+    events = [_record(i) for i in range(4)]
+    audit.chain_now()
+    with connection.cursor() as cursor:  # as an attacker with superuser rights, trigger off
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE workflows_auditevent DISABLE TRIGGER workflows_auditevent_no_update_delete")
+        cursor.execute("UPDATE workflows_auditevent SET seq = seq + 5 WHERE id = %s", [events[-1].pk])
+        cursor.execute("ALTER TABLE workflows_auditevent ENABLE TRIGGER workflows_auditevent_no_update_delete")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    walk = audit.walk_chain()  # every link still holds: only the positions tell
+    assert not walk.ok and walk.broken_at == events[-1].pk
+    assert walk.reason == "seq 9 does not follow the previous event's seq 3 (an event was removed or inserted)"
