@@ -215,11 +215,15 @@ def run_writers(writers: int, seconds: float, chained: bool, url: str) -> dict:
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - t0
+    sampler.stop.set()
+    sampler.join()
     if chainer:
         chainer.stop.set()
         chainer.join()
-    sampler.stop.set()
-    sampler.join()
+        # What the last writers committed after the chainer's last pass: linked now, so the next
+        # run's lag samples do not see it aging while that run starts.
+        audit.chain_now()
+        connections.close_all()
     if errors:
         raise errors[0]
     flat = [x for mine in latencies for x in mine]
