@@ -304,6 +304,8 @@ REVIEWDESK_AUTO_RETRY_SECONDS = env_int("REVIEWDESK_AUTO_RETRY_SECONDS", 60, min
 # the HMAC key that signs them (the database must never hold it; without it nothing is anchored).
 REVIEWDESK_AUDIT_VERIFY_SECONDS = env_int("REVIEWDESK_AUDIT_VERIFY_SECONDS", 300, minimum=10)
 REVIEWDESK_AUDIT_ANCHOR_SECONDS = env_int("REVIEWDESK_AUDIT_ANCHOR_SECONDS", 3600, minimum=60)
+# Seconds between beat's runs of the audit chainer (a safety net; commits trigger it within ~0.3 s).
+REVIEWDESK_AUDIT_CHAIN_SECONDS = env_int("REVIEWDESK_AUDIT_CHAIN_SECONDS", 5, minimum=1)
 REVIEWDESK_AUDIT_ANCHOR_DIR = Path(env_str("REVIEWDESK_AUDIT_ANCHOR_DIR", str(VAR_DIR / "anchors")))
 REVIEWDESK_AUDIT_ANCHOR_KEY = env_str("REVIEWDESK_AUDIT_ANCHOR_KEY", "")
 # The publish gate (issue 6): the function that measures a candidate before it is published
@@ -359,6 +361,10 @@ CELERY_BEAT_SCHEDULE = {
                                 "schedule": float(REVIEWDESK_AUDIT_VERIFY_SECONDS)},
     "anchor-audit-head": {"task": "workflows.tasks.anchor_audit_head",
                           "schedule": float(REVIEWDESK_AUDIT_ANCHOR_SECONDS)},
+    # Safety net of the audit chainer (each commit that records events sends chain_audit a moment
+    # later, workflows/audit.py request_chaining): links what a lost message left waiting.
+    "chain-audit": {"task": "workflows.tasks.chain_audit", "schedule": float(REVIEWDESK_AUDIT_CHAIN_SECONDS),
+                    "options": {"expires": float(REVIEWDESK_AUDIT_CHAIN_SECONDS)}},
     # Retention is counted in days; hourly is plenty and keeps each run small.
     "purge-expired-submissions": {"task": "workflows.tasks.purge_expired_submissions", "schedule": 3600.0},
     # calibration/monitor.py: the live escape rate of each workflow from its reviewed audit sample.

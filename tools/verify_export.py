@@ -5,9 +5,11 @@ Standard library only (no ReviewDesk or Django needed). It checks that
   1. FILE's SHA-256 and row count are those the manifest states;
   2. every row's hash is SHA-256 over its prev_hash followed by the canonical JSON encoding
      (version 1) of its own fields, i.e. nobody changed the row after it was written;
-  3. rows are in increasing id order and, for an unfiltered export, each row's prev_hash is the
-     previous row's hash (nothing removed, inserted or reordered), starting from the genesis hash
-     and ending at the chain head the manifest names;
+  3. rows are in chain order (increasing seq, the chain position; exports with manifest version
+     1 had no seq column and were in increasing id order) and, for an unfiltered export, each
+     row's prev_hash is the previous row's hash and its seq the previous seq + 1 (nothing removed,
+     inserted or reordered), starting from the genesis hash at seq 1 and ending at the chain head
+     the manifest names;
   4. the first and last hash in the file are those the manifest states.
 It prints one "OK ..." line and exits 0, or prints what failed, naming the first bad row by
 line number and id, and exits 1. Exit 2: the files cannot be read or the manifest asks for an
@@ -22,8 +24,10 @@ import sys
 
 ENCODING_VERSION = 1
 GENESIS_HASH = "0" * 64
-COLUMNS = ("id", "created_at", "actor", "actor_id", "action", "object_type", "object_id", "workflow_version",
-           "payload", "request_id", "ip", "prev_hash", "hash")
+# Manifest version 2 (the chain ordered by seq); version 1 files have no seq column.
+COLUMNS = ("id", "seq", "created_at", "actor", "actor_id", "action", "object_type", "object_id",
+           "workflow_version", "payload", "request_id", "ip", "prev_hash", "hash")
+COLUMNS_V1 = tuple(c for c in COLUMNS if c != "seq")
 HASHED = ("created_at", "actor", "actor_id", "action", "object_type", "object_id", "workflow_version",
           "payload", "request_id", "ip")
 
@@ -53,24 +57,25 @@ def _int_or_none(cell: str):
     return None if cell == "" else int(cell)
 
 
-def csv_rows(path: str):
+def csv_rows(path: str, columns: tuple[str, ...] = COLUMNS):
     """(line, fields) per record; line is where the record starts (a cell may span lines)."""
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or tuple(header) != COLUMNS:
-            raise BadRow(1, "-", f"header is not {','.join(COLUMNS)}")
+        if header is None or tuple(header) != columns:
+            raise BadRow(1, "-", f"header is not {','.join(columns)}")
         start = reader.line_num + 1
         for record in reader:
             line, start = start, reader.line_num + 1
             row_id = record[0] if record else "?"
-            if len(record) != len(COLUMNS):
-                raise BadRow(line, row_id, f"has {len(record)} cells, expected {len(COLUMNS)}")
-            cells = dict(zip(COLUMNS, (_unneutralise(c) for c in record), strict=True))
+            if len(record) != len(columns):
+                raise BadRow(line, row_id, f"has {len(record)} cells, expected {len(columns)}")
+            cells = dict(zip(columns, (_unneutralise(c) for c in record), strict=True))
             try:
                 fields = {
                     **cells,
                     "id": int(cells["id"]),
+                    **({"seq": int(cells["seq"])} if "seq" in columns else {}),
                     "actor_id": _int_or_none(cells["actor_id"]),
                     "workflow_version": _int_or_none(cells["workflow_version"]),
                     "ip": cells["ip"] or None,
@@ -81,16 +86,16 @@ def csv_rows(path: str):
             yield line, fields
 
 
-def jsonl_rows(path: str):
+def jsonl_rows(path: str, columns: tuple[str, ...] = COLUMNS):
     with open(path, encoding="utf-8", newline="") as handle:
         for line, text in enumerate(handle, start=1):
             try:
                 fields = json.loads(text)
             except ValueError as exc:
                 raise BadRow(line, "?", f"is not JSON ({exc})") from None
-            if not isinstance(fields, dict) or set(fields) != set(COLUMNS):
+            if not isinstance(fields, dict) or set(fields) != set(columns):
                 row_id = fields.get("id", "?") if isinstance(fields, dict) else "?"
-                raise BadRow(line, row_id, f"does not have exactly the fields {', '.join(COLUMNS)}")
+                raise BadRow(line, row_id, f"does not have exactly the fields {', '.join(columns)}")
             yield line, fields
 
 
@@ -109,22 +114,29 @@ def verify(path: str, manifest: dict) -> tuple[list[str], str]:
     if digest != manifest.get("file_sha256"):
         failures.append(f"file SHA-256 is {digest}, the manifest says {manifest.get('file_sha256')}")
     unfiltered = not manifest.get("filtered", True)
-    rows = csv_rows(path) if manifest.get("format") == "csv" else jsonl_rows(path)
-    count, first, last, prev_hash, prev_id = 0, None, None, None, None
+    # Version 1: no seq column, the file in id order. Version 2: in seq order (the chain's).
+    by_seq = manifest.get("manifest_version", 1) >= 2
+    columns, key = (COLUMNS, "seq") if by_seq else (COLUMNS_V1, "id")
+    rows = csv_rows(path, columns) if manifest.get("format") == "csv" else jsonl_rows(path, columns)
+    count, first, last, prev_hash, prev_key = 0, None, None, None, None
     try:
         for line, fields in rows:
-            row_id = fields["id"]
-            if not isinstance(row_id, int) or (prev_id is not None and row_id <= prev_id):
-                raise BadRow(line, row_id, f"is out of id order (after id {prev_id})")
+            row_id, order = fields["id"], fields[key]
+            if not isinstance(order, int) or (prev_key is not None and order <= prev_key):
+                raise BadRow(line, row_id, f"is out of {key} order (after {key} {prev_key})")
             expected_prev = (GENESIS_HASH if count == 0 else prev_hash) if unfiltered else fields["prev_hash"]
             if fields["prev_hash"] != expected_prev:
                 raise BadRow(line, row_id, "prev_hash is not the previous row's hash (a row before it was "
                                            "removed, inserted or reordered)")
             if row_hash(fields["prev_hash"], fields) != fields["hash"]:
                 raise BadRow(line, row_id, "hash does not match the row's contents (the row was changed)")
+            if by_seq and unfiltered and order != (prev_key or 0) + 1:
+                # seq is not hashed: checked after the links, which name a removal first.
+                raise BadRow(line, row_id, f"has seq {order}, expected {(prev_key or 0) + 1} (a row before it "
+                                           "was removed or inserted)")
             if first is None:
                 first = fields["hash"]
-            last, prev_hash, prev_id = fields["hash"], fields["hash"], row_id
+            last, prev_hash, prev_key = fields["hash"], fields["hash"], order
             count += 1
     except BadRow as bad:
         failures.append(f"first bad row: {bad}")
@@ -141,7 +153,9 @@ def verify(path: str, manifest: dict) -> tuple[list[str], str]:
     scope = ("unfiltered: every row linked to the previous one from the genesis hash to the chain head"
              if unfiltered else "filtered: each row's hash checked on its own, links not checked")
     summary = (f"OK {path}: {count} rows, sha256 {digest}, {manifest.get('format')}, "
-               f"ids {manifest.get('first_id')}-{manifest.get('last_id')}, {scope}")
+               f"ids {manifest.get('first_id')}-{manifest.get('last_id')}"
+               + (f", seq {manifest.get('first_seq')}-{manifest.get('last_seq')}" if manifest.get('manifest_version', 1) >= 2 else "")
+               + f", {scope}")
     return failures, summary
 
 
@@ -155,6 +169,10 @@ def main(argv: list[str]) -> int:
             manifest = json.load(handle)
     except (OSError, ValueError) as exc:
         print(f"ERROR: cannot read the manifest: {exc}", file=sys.stderr)
+        return 2
+    if manifest.get("manifest_version", 1) not in (1, 2):
+        print(f"ERROR: this tool reads manifest versions 1 and 2; the manifest says {manifest.get('manifest_version')}",
+              file=sys.stderr)
         return 2
     if manifest.get("hash_algorithm") != "sha256" or manifest.get("encoding_version") != ENCODING_VERSION:
         print(f"ERROR: this tool checks hash_algorithm sha256 with encoding_version {ENCODING_VERSION}; the "

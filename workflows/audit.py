@@ -1,7 +1,16 @@
-"""The audit chain: append, verify.
+"""The audit chain: append, chain, verify.
 
 Each event's hash is SHA-256 over the previous hash and a canonical JSON encoding of the
 event's facts, so changing, removing or reordering any row breaks every link after it.
+
+Appending and linking are two steps on PostgreSQL (migration 0012, docs/ARCHITECTURE.md "The
+chain at scale"): ``record`` INSERTs the event unchained (``seq``, ``prev_hash``, ``hash`` null)
+in the transaction of the change it records, with no lock and no head read, so the chain never
+holds a writer; after the commit, ONE chainer (``chain_all``, run by the ``chain_audit`` task a
+moment after each commit, and by beat as a safety net) links the committed unchained events in
+id order: each gets the next ``seq``, the head as ``prev_hash`` and its hash. The chain's order is
+``seq``. On SQLite (make run) the event is linked as it is inserted: SQLite has one writer at a
+time anyway.
 """
 from __future__ import annotations
 
@@ -10,9 +19,13 @@ import hashlib
 import ipaddress
 import json
 import json.encoder
+import logging
+import threading
+import time
 from contextlib import closing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Iterable
 
@@ -23,6 +36,8 @@ from .models import AuditEvent
 from .request_context import client_ip_var, request_id_var
 from .vocab import AuditAction
 
+log = logging.getLogger(__name__)
+
 GENESIS_HASH = "0" * 64
 # Version of the canonical encoding hashed into the chain (canonical_json of _hashed_fields):
 # JSON with sorted keys, separators "," and ":", UTF-8, ensure_ascii=False, default=str;
@@ -30,8 +45,14 @@ GENESIS_HASH = "0" * 64
 # Exports name it in their manifest; tools/verify_export.py reproduces version 1.
 ENCODING_VERSION = 1
 HASH_ALGORITHM = "sha256"
-# Any constant works; it only has to be the same for every writer of the chain.
+# Any constant works; it only has to be the same for every chainer (migration 0012's function
+# takes it itself).
 _CHAIN_LOCK_KEY = 7_302_114_001
+# Events linked per chainer transaction: one statement, a few tens of milliseconds at most.
+CHAIN_BATCH = 2_000
+# An unchained event older than this is reported by verify_audit and the compliance page: the
+# chainer runs within about a second of every commit, so this means it is not running.
+CHAIN_LAG_WARNING_SECONDS = 10
 
 
 def canonical_json(value: Any) -> str:
@@ -93,28 +114,25 @@ def _normalised_ip(raw: str | None) -> str | None:
 
 
 def _lock_chain() -> None:
-    # Appends must be serialised or two writers would both link to the same head. On
-    # PostgreSQL a transaction-scoped advisory lock does that; SQLite serialises writers anyway.
+    # SQLite only (linked at insert): it serialises writers anyway; kept explicit for clarity.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
-# Events recorded inside ``batch()`` wait here and are appended together at its end.
+# Events recorded inside ``batch()`` wait here and are inserted together at its end.
 _pending: ContextVar[list[AuditEvent] | None] = ContextVar("reviewdesk_audit_batch", default=None)
 
 
 @contextmanager
 def batch():
-    """Append every event recorded inside this block at its end, under one chain lock.
+    """Insert every event recorded inside this block at its end, in one statement.
 
     A service that records several events (a routed draft: generated, routed, released,
-    auto-approved) would otherwise take the chain lock at its first event and hold it through
-    the rest of its work until COMMIT, serialising every other writer behind it. Here the lock
-    is taken once, as late as possible, and the head is read once. Must run inside the
-    transaction of the change (as record() must); nothing is written if the block raises.
+    auto-approved) sends them as one INSERT. Must run inside the transaction of the change (as
+    record() must); nothing is written if the block raises.
     """
-    if _pending.get() is not None:  # nested: the outer batch appends
+    if _pending.get() is not None:  # nested: the outer batch inserts
         yield
         return
     token = _pending.set([])
@@ -130,44 +148,180 @@ def _append(events: list[AuditEvent]) -> None:
     if not events:
         return
     if connection.vendor == "postgresql":
-        _append_in_database(events)
+        # Unchained: no lock, no head read. The chainer links them once they are committed.
+        AuditEvent.objects.bulk_create(events)
+        transaction.on_commit(request_chaining)
         return
     _lock_chain()
-    head = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+    head_seq, head = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list(
+        "seq", "hash").first() or (0, GENESIS_HASH)
     for event in events:
-        event.prev_hash = head
+        head_seq += 1
+        event.seq, event.prev_hash = head_seq, head
         event.hash = head = compute_hash(head, event)
     AuditEvent.objects.bulk_create(events)
 
 
-def _append_in_database(events: list[AuditEvent]) -> None:
-    """Lock, read the head, hash and insert in one statement (migration 0004 says why); the
-    canonical JSON is ours, so the database hashes exactly what verify_chain recomputes."""
-    canonical = [canonical_json(_hashed_fields(event)) for event in events]
-    rows = [
-        {
-            "created_at": event.created_at.isoformat(),
-            "actor_id": event.actor_id,
-            "actor_label": event.actor_label,
-            "action": event.action,
-            "object_type": event.object_type,
-            "object_id": event.object_id,
-            "workflow_version_id": event.workflow_version_id,
-            "payload": event.payload,
-            "request_id": event.request_id,
-            "ip": event.ip,
-        }
-        for event in events
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT event_id, event_prev_hash, event_hash FROM reviewdesk_audit_append(%s, %s, %s::jsonb)",
-            [_CHAIN_LOCK_KEY, canonical, json.dumps(rows)],
-        )
-        for event, (pk, prev_hash, digest) in zip(events, cursor.fetchall(), strict=True):
-            event.pk, event.prev_hash, event.hash = pk, prev_hash, digest
-            event._state.adding = False
-            event._state.db = connection.alias
+# --- the chainer (PostgreSQL) ------------------------------------------------------------------
+
+# The unchained events, oldest id first: the fields canonical_json covers, as _walk reads them.
+_PENDING_SQL = (
+    "SELECT id, created_at AT TIME ZONE 'UTC', actor_label, actor_id, action, object_type, object_id, "
+    "workflow_version_id, payload::text, request_id, host(ip) FROM workflows_auditevent "
+    "WHERE seq IS NULL ORDER BY id LIMIT %s"
+)
+
+
+def _canonical_row(created_at, actor_label, actor_id, action, object_type, object_id, workflow_version_id,
+                   payload_text, request_id, ip) -> str:
+    """canonical_json(_hashed_fields(event)) of a stored row, spelled as _walk spells it."""
+    string = json.encoder.encode_basestring
+    return (
+        f'{{"action":{string(action)},"actor":{string(actor_label)},'
+        f'"actor_id":{"null" if actor_id is None else int(actor_id)},'
+        f'"created_at":{string(created_at.isoformat() + "+00:00")},"ip":{"null" if ip is None else string(ip)},'
+        f'"object_id":{string(object_id)},"object_type":{string(object_type)},'
+        f'"payload":{_encode(json.loads(payload_text))},'
+        f'"request_id":{"null" if request_id is None else string(request_id)},'
+        f'"workflow_version":{"null" if workflow_version_id is None else int(workflow_version_id)}}}'
+    )
+
+
+def chain_pending(limit: int | None = None) -> int | None:
+    """Link up to ``limit`` committed unchained events, in id order, in one transaction.
+
+    Returns how many were linked, or None when another chainer holds the chain lock (it links
+    them). Crash-safe: the links of a batch commit together or not at all, and a batch that
+    dies leaves its events unchained for the next run. The canonical JSON is computed here from
+    the stored rows (what verification recomputes); reviewdesk_audit_chain takes the lock, reads
+    the head and hashes in the database (migration 0012).
+    """
+    if connection.vendor != "postgresql":
+        return 0  # SQLite links at insert
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                return None
+            cursor.execute(_PENDING_SQL, [limit or CHAIN_BATCH])
+            rows = cursor.fetchall()
+            if not rows:
+                return 0
+            ids = [row[0] for row in rows]
+            canonical = [_canonical_row(*row[1:]) for row in rows]
+            cursor.execute("SELECT count(*) FROM reviewdesk_audit_chain(%s, %s)", [ids, canonical])
+            return cursor.fetchone()[0]
+
+
+def has_unchained() -> bool:
+    return AuditEvent.objects.filter(seq__isnull=True).exists()
+
+
+def chain_all(*, budget_seconds: float = 20.0) -> int:
+    """Link everything committed, batch after batch; what the chain_audit task runs.
+
+    When another chainer holds the lock this returns at once: that chainer looks for
+    unchained events again after each commit of its own, so an event committed while it held
+    the lock (whose own trigger found the lock taken) is still linked by it.
+    """
+    total, deadline = 0, time.monotonic() + budget_seconds
+    while True:
+        linked = chain_pending()
+        if linked is None:
+            return total
+        total += linked
+        # Looked for after the COMMIT released the lock, in a new snapshot: see the docstring.
+        if linked < CHAIN_BATCH and not has_unchained():
+            return total
+        if time.monotonic() > deadline:
+            request_chaining()  # hand the rest to the next run rather than hold a worker
+            return total
+
+
+def chain_now(*, timeout: float = 30.0) -> int:
+    """Link every unchained event this connection can see, waiting for a running chainer
+    rather than leaving the work to it (manage.py chain_audit, tests, benches). Inside a
+    transaction it links that transaction's own events too."""
+    total, deadline = 0, time.monotonic() + timeout
+    while has_unchained():
+        linked = chain_pending()
+        if linked is None:  # another chainer is at work: wait for its commit
+            if time.monotonic() > deadline:
+                raise TimeoutError("another audit chainer held the chain lock for too long")
+            time.sleep(0.01)
+            continue
+        total += linked
+        if not linked:
+            break  # unchained rows this snapshot cannot see yet (another transaction's)
+    return total
+
+
+@dataclass(frozen=True)
+class Unchained:
+    count: int
+    oldest_id: int | None = None
+    oldest_at: Any = None  # created_at of the oldest unchained event
+
+    def __str__(self) -> str:
+        if not self.count:
+            return "no events waiting to be chained"
+        return (f"{self.count} event{'s' if self.count != 1 else ''} waiting to be chained since "
+                f"{self.oldest_at.isoformat() if self.oldest_at else '?'} (lowest id {self.oldest_id})")
+
+
+def unchained(*, older_than_seconds: float | None = None) -> Unchained:
+    """The events still waiting to be linked (always none on SQLite). With ``older_than_seconds``
+    only those older than that: a stalled chainer, not a broken chain."""
+    from django.db.models import Count, Min
+
+    waiting = AuditEvent.objects.filter(seq__isnull=True)
+    if older_than_seconds is not None:
+        waiting = waiting.filter(created_at__lt=timezone.now() - timedelta(seconds=older_than_seconds))
+    found = waiting.aggregate(n=Count("id"), first=Min("id"), oldest=Min("created_at"))
+    return Unchained(found["n"], found["first"], found["oldest"]) if found["n"] else Unchained(0)
+
+
+# Commits ask for a chainer run through here: at most one task message per process every
+# _TRIGGER_INTERVAL seconds, and always one sent after every commit that asked (a commit inside
+# the interval arms a timer that sends at its end), so no event waits for beat's safety net.
+_TRIGGER_INTERVAL = 0.25
+_trigger_lock = threading.Lock()
+_trigger_timer: threading.Timer | None = None
+_trigger_last = 0.0
+
+
+def request_chaining() -> None:
+    global _trigger_timer, _trigger_last
+    with _trigger_lock:
+        if _trigger_timer is not None:
+            return  # a send is already due after this commit
+        wait = _trigger_last + _TRIGGER_INTERVAL - time.monotonic()
+        if wait > 0:
+            _trigger_timer = threading.Timer(wait, _send_from_timer)
+            _trigger_timer.daemon = True
+            _trigger_timer.start()
+            return
+        _trigger_last = time.monotonic()
+    _send_chain_task()
+
+
+def _send_from_timer() -> None:
+    global _trigger_timer, _trigger_last
+    with _trigger_lock:
+        _trigger_timer = None
+        _trigger_last = time.monotonic()
+    _send_chain_task()
+
+
+def _send_chain_task() -> None:
+    try:
+        from .tasks import chain_audit
+
+        # A message older than this is moot: later commits and beat have sent newer ones.
+        chain_audit.apply_async(expires=60)
+    except Exception:  # noqa: BLE001 - a broker outage must not fail the committed change
+        log.warning("could not send the audit chain task; beat's safety net links the events", exc_info=True)
 
 
 def record(
@@ -180,7 +334,8 @@ def record(
     workflow_version=None,
     payload: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event. Must run inside the transaction of the change it records."""
+    """Append one event (unchained on PostgreSQL: the chainer links it after the commit).
+    Must run inside the transaction of the change it records."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must be called inside the transaction of the change it records")
     # One word for each thing: an action outside the vocabulary is a bug, not a new action.
@@ -204,7 +359,7 @@ def record(
     )
     pending = _pending.get()
     if pending is not None:
-        pending.append(event)  # appended, with its hash, when the batch ends
+        pending.append(event)  # inserted when the batch ends
     else:
         _append([event])
     return event
@@ -215,12 +370,13 @@ class ChainReport:
     ok: bool
     checked: int
     head: str
-    broken_at: int | None = None
+    broken_at: int | None = None   # id of the first bad event
     reason: str = ""
 
 
 def verify_chain(events: Iterable[AuditEvent] | None = None) -> ChainReport:
-    """Walk the chain in id order and name the first broken link."""
+    """Walk the chain in seq order and name the first broken link. Unchained events are not
+    part of the chain yet: not checked here (``unchained()`` says how many wait)."""
     if events is None:
         walk = walk_chain()
         return ChainReport(walk.ok, walk.checked, walk.head, walk.broken_at, walk.reason)
@@ -244,9 +400,9 @@ _ROW_COLUMNS = ("id", "created_at", "actor_label", "actor_id", "action", "object
 # Plain tuples from a server-side cursor: no model instances, the payload parsed once from text,
 # the time as a UTC timestamp (psycopg's C loader; Django's timestamptz loader runs Python per row).
 _WALK_SQL = (
-    "SELECT id, created_at AT TIME ZONE 'UTC', actor_label, actor_id, action, object_type, object_id, workflow_version_id, "
-    "payload::text, request_id, host(ip), prev_hash, hash FROM workflows_auditevent "
-    "WHERE id > %s AND id <= %s ORDER BY id"
+    "SELECT id, created_at AT TIME ZONE 'UTC', actor_label, actor_id, action, object_type, object_id, "
+    "workflow_version_id, payload::text, request_id, host(ip), prev_hash, hash FROM workflows_auditevent "
+    "WHERE seq > %s AND seq <= %s ORDER BY seq"
 )
 _WALK_BATCH = 20_000
 
@@ -258,15 +414,22 @@ class ChainWalk:
     checked: int          # events verified by this walk
     head: str             # hash of the last verified event (the start hash if none)
     head_id: int          # id of the last verified event (the start id if none)
-    broken_at: int | None = None
+    broken_at: int | None = None  # id of the first bad event
     reason: str = ""
     # watched id -> (its position in the chain counted from the start given, its stored hash)
     seen: dict[int, tuple[int, str]] | None = None
+    head_seq: int = 0     # seq of the last verified event (the start seq if none)
 
 
-def _rows(after_id: int, up_to: int):
+def chain_head() -> tuple[int, int, str]:
+    """(seq, id, hash) of the last linked event; (0, 0, genesis) for an empty chain."""
+    head = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "id", "hash").first()
+    return head or (0, 0, GENESIS_HASH)
+
+
+def _rows(after_seq: int, up_to: int):
     if connection.vendor != "postgresql":
-        queryset = (AuditEvent.objects.filter(id__gt=after_id, id__lte=up_to).order_by("id")
+        queryset = (AuditEvent.objects.filter(seq__gt=after_seq, seq__lte=up_to).order_by("seq")
                     .values_list(*_ROW_COLUMNS))
         yield from queryset.iterator(chunk_size=_WALK_BATCH)
         return
@@ -275,18 +438,18 @@ def _rows(after_id: int, up_to: int):
     with transaction.atomic():
         connection.ensure_connection()
         with connection.connection.cursor(name=f"audit_walk_{id(object())}") as cursor:
-            cursor.execute(_WALK_SQL, [after_id, up_to])
+            cursor.execute(_WALK_SQL, [after_seq, up_to])
             while rows := cursor.fetchmany(_WALK_BATCH):
                 yield from rows  # the payload as text: _walk parses it
 
 
-def walk_chain(*, after_id: int = 0, prev_hash: str = GENESIS_HASH, up_to: int | None = None,
+def walk_chain(*, after_seq: int = 0, prev_hash: str = GENESIS_HASH, after_id: int = 0, up_to: int | None = None,
                watch: Iterable[int] = ()) -> ChainWalk:
-    """Verify the events after ``after_id`` (whose hash is ``prev_hash``) up to ``up_to``
-    (default: the head now), in id order, and name the first broken link. Same hash as
-    compute_hash, recomputed from plain tuples."""
+    """Verify the linked events after seq ``after_seq`` (event ``after_id``, whose hash is
+    ``prev_hash``) up to seq ``up_to`` (default: the head now), in seq order, and name the first
+    broken link. Same hash as compute_hash, recomputed from plain tuples."""
     if up_to is None:
-        up_to = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        up_to = chain_head()[0]
     watched = set(watch)
     prev = prev_hash
     # The walk allocates a few short-lived objects per row and keeps none: the cyclic garbage
@@ -294,13 +457,41 @@ def walk_chain(*, after_id: int = 0, prev_hash: str = GENESIS_HASH, up_to: int |
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with closing(_rows(after_id, up_to)) as rows:  # closed (its transaction ended) on an early return
+        with closing(_rows(after_seq, up_to)) as rows:  # closed (its transaction ended) on an early return
             if connection.vendor == "postgresql":
-                return _walk(rows, prev, after_id, watched, json.loads, "+00:00")
-            return _walk(rows, prev, after_id, watched)
+                walk = _walk(rows, prev, after_id, watched, json.loads, "+00:00")
+            else:
+                walk = _walk(rows, prev, after_id, watched)
     finally:
         if collecting:
             gc.enable()
+    if walk.ok:
+        walk.head_seq = up_to if walk.checked else after_seq
+        # seq is unique, so the walk saw every position in (after_seq, up_to] iff it counted
+        # up_to - after_seq events; the chainer numbers without gaps, so a gap means an event was
+        # removed and the links after it rewritten, or a seq changed behind the trigger.
+        if walk.checked != up_to - after_seq:
+            gap = _first_gap(after_seq, up_to)
+            walk.ok, walk.broken_at = False, gap[0] if gap else None
+            walk.reason = (f"seq {gap[1]} does not follow the previous event's seq {gap[2]} (an event was "
+                           "removed or inserted)" if gap else "events are missing from the chain's positions")
+    elif walk.head_id:
+        walk.head_seq = AuditEvent.objects.filter(pk=walk.head_id).values_list("seq", flat=True).first() or after_seq
+    else:
+        walk.head_seq = after_seq
+    return walk
+
+
+def _first_gap(after_seq: int, up_to: int) -> tuple[int, int, int] | None:
+    """(id, seq, previous seq) of the first event whose seq does not follow the one before it."""
+    rows = (AuditEvent.objects.filter(seq__gt=after_seq, seq__lte=up_to).order_by("seq")
+            .values_list("id", "seq").iterator(chunk_size=_WALK_BATCH))
+    previous = after_seq
+    for pk, seq in rows:
+        if seq != previous + 1:
+            return pk, seq, previous
+        previous = seq
+    return None
 
 
 def _walk(rows, prev: str, head_id: int, watched: set[int], loads=None, utc: str = "") -> ChainWalk:

@@ -60,13 +60,19 @@ class Checkpoint:
     ok: bool
     broken_at: int | None
     reason: str
+    from_seq: int = 0        # chain positions (seq) of the same two events
+    to_seq: int = 0
+    waiting: int = 0         # events not linked yet when it ran (not part of the chain yet)
 
 
 def _checkpoint(event: AuditEvent) -> Checkpoint:
     p = event.payload
+    # Checkpoints recorded before seq existed: their positions are their counts.
     return Checkpoint(event.pk, event.created_at, p.get("from_id", 0), p.get("to_id", 0),
                       p.get("head", audit.GENESIS_HASH), p.get("count", 0), p.get("checked", 0),
-                      bool(p.get("ok")), p.get("broken_at"), p.get("reason", ""))
+                      bool(p.get("ok")), p.get("broken_at"), p.get("reason", ""),
+                      p.get("from_seq", p.get("count", 0) - p.get("checked", 0)), p.get("to_seq", p.get("count", 0)),
+                      p.get("waiting", 0))
 
 
 def last_checkpoint(*, ok_only: bool = False) -> Checkpoint | None:
@@ -84,15 +90,19 @@ def verify_checkpoint() -> Checkpoint:
     starting point: the run starts again from genesis.
     """
     start = last_checkpoint(ok_only=True)
-    after_id, prev, count = 0, audit.GENESIS_HASH, 0
+    after_id, after_seq, prev, count = 0, 0, audit.GENESIS_HASH, 0
     if start and start.to_id:
-        stored = AuditEvent.objects.filter(pk=start.to_id).values_list("hash", flat=True).first()
-        if stored == start.head:
-            after_id, prev, count = start.to_id, start.head, start.count
-    walk = audit.walk_chain(after_id=after_id, prev_hash=prev)
+        stored = AuditEvent.objects.filter(pk=start.to_id).values_list("hash", "seq").first()
+        if stored is not None and stored[0] == start.head and stored[1] is not None:
+            after_id, after_seq, prev, count = start.to_id, stored[1], start.head, start.count
+    # Only linked events are verified: the ones still waiting for the chainer are counted, and
+    # verified by the next run once linked.
+    waiting = audit.unchained().count
+    walk = audit.walk_chain(after_seq=after_seq, after_id=after_id, prev_hash=prev)
     payload = {
-        "from_id": after_id, "to_id": walk.head_id, "checked": walk.checked, "count": count + walk.checked,
-        "head": walk.head, "ok": walk.ok, "broken_at": walk.broken_at, "reason": walk.reason,
+        "from_id": after_id, "to_id": walk.head_id, "from_seq": after_seq, "to_seq": walk.head_seq,
+        "checked": walk.checked, "count": count + walk.checked,
+        "head": walk.head, "ok": walk.ok, "broken_at": walk.broken_at, "reason": walk.reason, "waiting": waiting,
     }
     event = audit.record_standalone(action=AuditAction.AUDIT_VERIFIED, object_type="audit_chain",
                                     object_id=walk.head_id, payload=payload)
@@ -294,13 +304,15 @@ def check_against_anchor(walk: audit.ChainWalk | None, scan: AnchorScan) -> Anch
     anchor = scan.latest
     if anchor is None:
         return AnchorCheck(not problems, None, problems)
-    if walk is not None and not walk.ok and walk.broken_at is not None and walk.broken_at <= anchor.event_id:
-        seen = None  # the walk stopped before the anchored event; the direct lookup below still runs
-    else:
-        seen = walk.seen.get(anchor.event_id) if walk is not None and walk.seen is not None else None
+    # Not seen (no walk, or the walk stopped before the anchored event): looked up directly.
+    seen = walk.seen.get(anchor.event_id) if walk is not None and walk.seen is not None else None
     if seen is None:
-        stored = AuditEvent.objects.filter(pk=anchor.event_id).values_list("hash", flat=True).first()
-        position = AuditEvent.objects.filter(pk__lte=anchor.event_id).count() if stored else None
+        found = AuditEvent.objects.filter(pk=anchor.event_id).values_list("hash", "seq").first()
+        stored = found[0] if found else None
+        # Its position in the chain: the linked events up to its seq (the count, not the seq
+        # itself, which is not hashed).
+        position = (AuditEvent.objects.filter(seq__lte=found[1]).count()
+                    if found and found[1] is not None else None)
     else:
         position, stored = seen
     if stored is None:
@@ -370,10 +382,13 @@ class FullReport:
     walk: audit.ChainWalk
     anchors: AnchorCheck | None   # None: no key, anchors not checked
     note: str = ""
+    # Events still unchained after audit.CHAIN_LAG_WARNING_SECONDS: the chainer is not running.
+    # Not a broken chain (they are not in it yet), but a problem: reported as one.
+    stale: audit.Unchained = field(default_factory=lambda: audit.Unchained(0))
 
     @property
     def ok(self) -> bool:
-        return self.walk.ok and (self.anchors is None or self.anchors.ok)
+        return self.walk.ok and (self.anchors is None or self.anchors.ok) and not self.stale.count
 
     def as_dict(self) -> dict:
         return {"walk": asdict(self.walk) | {"seen": None}, "note": self.note}
@@ -382,11 +397,12 @@ class FullReport:
 def verify_all(target: AnchorTarget | None = None) -> FullReport:
     """Walk the whole chain from genesis and check it against the latest valid anchor."""
     target = target or default_target()
+    stale = audit.unchained(older_than_seconds=audit.CHAIN_LAG_WARNING_SECONDS)
     try:
         key = _key()
     except AnchorError as exc:
-        return FullReport(audit.walk_chain(), None, f"anchors not checked: {exc}")
+        return FullReport(audit.walk_chain(), None, f"anchors not checked: {exc}", stale)
     scan = target.scan(key)
     latest = scan.latest
     walk = audit.walk_chain(watch=[latest.event_id] if latest else [])
-    return FullReport(walk, check_against_anchor(walk, scan))
+    return FullReport(walk, check_against_anchor(walk, scan), stale=stale)

@@ -53,8 +53,10 @@ from .vocab import AuditAction
 FORMATS = ("csv", "jsonl")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 # File columns, in order: the hashed fields under the names the hash uses, plus id and the links.
-COLUMNS = ("id", "created_at", "actor", "actor_id", "action", "object_type", "object_id", "workflow_version",
-           "payload", "request_id", "ip", "prev_hash", "hash")
+# seq (the chain position, the file's order) since manifest version 2; it is not hashed.
+COLUMNS = ("id", "seq", "created_at", "actor", "actor_id", "action", "object_type", "object_id",
+           "workflow_version", "payload", "request_id", "ip", "prev_hash", "hash")
+MANIFEST_VERSION = 2
 BATCH = 5_000
 # audit.canonical_json with the encoder built once (json.dumps builds one per call).
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
@@ -66,7 +68,7 @@ _CSV_HEADER = ",".join(COLUMNS) + "\r\n"  # no column name needs quoting
 _CREATED_AT = ("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
                "CASE WHEN date_part('microseconds', created_at)::bigint %% 1000000 = 0 THEN '' "
                "ELSE to_char(created_at AT TIME ZONE 'UTC', '.US') END || '+00:00'")
-_SQL_COLUMNS = (f"id, {_CREATED_AT}, actor_label, actor_id, action, object_type, object_id, workflow_version_id, "
+_SQL_COLUMNS = (f"id, seq, {_CREATED_AT}, actor_label, actor_id, action, object_type, object_id, workflow_version_id, "
                 "payload::text, request_id, host(ip), prev_hash, hash")
 
 # --- the fast path (PostgreSQL) ------------------------------------------------------------
@@ -88,11 +90,11 @@ _FAST_SQL = {
         "COALESCE(actor_id::text, 'null'), ',\"created_at\":\"', " + _CREATED_AT_TEXT + ", '\",\"hash\":\"', hash, "
         "'\",\"id\":', id, ',\"ip\":', COALESCE('\"' || host(ip) || '\"', 'null'), ',\"object_id\":\"', object_id, "
         "'\",\"object_type\":\"', object_type, '\",\"payload\":')",
-        "concat(',\"prev_hash\":\"', prev_hash, '\",\"request_id\":\"', request_id, '\",\"workflow_version\":', "
-        "COALESCE(workflow_version_id::text, 'null'), E'}\\n')",
+        "concat(',\"prev_hash\":\"', prev_hash, '\",\"request_id\":\"', request_id, '\",\"seq\":', seq, "
+        "',\"workflow_version\":', COALESCE(workflow_version_id::text, 'null'), E'}\\n')",
     ),
     "csv": (
-        "concat(id, ',', " + _CREATED_AT_TEXT + ", ',', actor_label, ',', actor_id, ',', action, ',', object_type, "
+        "concat(id, ',', seq, ',', " + _CREATED_AT_TEXT + ", ',', actor_label, ',', actor_id, ',', action, ',', object_type, "
         "',', object_id, ',', workflow_version_id, ',')",
         "concat(',', request_id, ',', host(ip), ',', prev_hash, ',', hash, E'\\r\\n')",
     ),
@@ -246,7 +248,9 @@ def apply_filters(events: QuerySet[AuditEvent], filters: ExportFilters) -> Query
 
 
 def chain_head_id() -> int:
-    return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    """The chain position (seq) of the last linked event: the bound of an export (the name is
+    older than seq; exports are bounded by chain position, not id)."""
+    return audit.chain_head()[0]
 
 
 def neutralise(cell: str) -> str:
@@ -254,11 +258,11 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
-def csv_cells(pk: int, fields: dict[str, Any], prev_hash: str, digest: str) -> list:
+def csv_cells(pk: int, fields: dict[str, Any], prev_hash: str, digest: str, seq: int) -> list:
     """One CSV record: None as an empty cell (only actor_id, workflow_version and ip can be
     None, and none of them can be empty otherwise), payload as canonical JSON, text neutralised."""
     return [
-        pk, neutralise(fields["created_at"]), neutralise(fields["actor"]),
+        pk, seq, neutralise(fields["created_at"]), neutralise(fields["actor"]),
         "" if fields["actor_id"] is None else fields["actor_id"],
         neutralise(fields["action"]), neutralise(fields["object_type"]), neutralise(fields["object_id"]),
         "" if fields["workflow_version"] is None else fields["workflow_version"],
@@ -330,13 +334,14 @@ def csv_cell(text: str) -> str:
     return text
 
 
-def jsonl_line(pk: int, fields: dict[str, Any], prev_hash: str, digest: str) -> str:
-    return _encode({"id": pk, **fields, "prev_hash": prev_hash, "hash": digest}) + "\n"
+def jsonl_line(pk: int, fields: dict[str, Any], prev_hash: str, digest: str, seq: int) -> str:
+    return _encode({"id": pk, "seq": seq, **fields, "prev_hash": prev_hash, "hash": digest}) + "\n"
 
 
 @dataclass
 class Export:
-    """One export: the filtered events with id <= upto, in id order, as CSV or JSON Lines.
+    """One export: the filtered linked events with seq <= upto, in chain (seq) order, as CSV or
+    JSON Lines. Events not linked yet are not in it (the manifest counts them).
 
     Iterate ``chunks()`` once; afterwards ``sha256``, ``row_count``, first/last hash are set.
     """
@@ -350,6 +355,8 @@ class Export:
     first_hash: str | None = None
     first_prev_hash: str | None = None
     last_hash: str | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
     complete: bool = False
     # False: the reference encoder row by row (tests compare the two byte for byte).
     fast: bool = field(default=True, repr=False)
@@ -366,7 +373,8 @@ class Export:
         return self._digest.hexdigest()
 
     def queryset(self) -> QuerySet[AuditEvent]:
-        return apply_filters(AuditEvent.objects.filter(id__lte=self.upto), self.filters).order_by("id")
+        return apply_filters(AuditEvent.objects.filter(seq__isnull=False, seq__lte=self.upto),
+                             self.filters).order_by("seq")
 
     def count(self) -> int:
         return self.queryset().count()
@@ -374,7 +382,7 @@ class Export:
     def _where(self) -> tuple[str, tuple] | None:
         """This export's rows as a WHERE clause on workflows_auditevent (None: none can match)."""
         if self.filters.unfiltered:
-            return "id <= %s", (self.upto,)
+            return "seq <= %s", (self.upto,)
         try:
             sql, params = self.queryset().values("id").query.sql_with_params()
         except EmptyResultSet:  # a filter that can match nothing (e.g. .none())
@@ -382,25 +390,25 @@ class Export:
         return f"id IN ({sql})", tuple(params)
 
     def _reference_rows(self, cursor=None, ids: list[int] | None = None) -> Iterator[tuple]:
-        """(id, _hashed_fields, prev_hash, hash) in id order, one batch in memory at a time: the
+        """(id, _hashed_fields, prev_hash, hash, seq) in seq order, one batch in memory at a time: the
         reference encoding's input. All of this export's rows (SQLite, or ``fast=False``), or the
         rows ``ids`` names, read on ``cursor`` inside the fast path's transaction."""
         if connection.vendor != "postgresql":
             # The embedded SQLite default (make run): the ORM's own chunked iterator and the
             # very function the chain hashes with; the SQL below is PostgreSQL's.
             for event in self.queryset().iterator(chunk_size=BATCH):
-                yield event.pk, audit._hashed_fields(event), event.prev_hash, event.hash
+                yield event.pk, audit._hashed_fields(event), event.prev_hash, event.hash, event.seq
             return
         if ids is not None:
             where = ("id = ANY(%s)", (ids,))
         elif (where := self._where()) is None:
             return
-        query = f"SELECT {_SQL_COLUMNS} FROM workflows_auditevent WHERE {where[0]} ORDER BY id"
+        query = f"SELECT {_SQL_COLUMNS} FROM workflows_auditevent WHERE {where[0]} ORDER BY seq"
         loads = json.loads
         with self._cursor(cursor) as cursor:
             cursor.execute(query, where[1])
             while batch := cursor.fetchmany(BATCH):
-                for (pk, created_at, actor_label, actor_id, action, object_type, object_id,
+                for (pk, seq, created_at, actor_label, actor_id, action, object_type, object_id,
                      workflow_version_id, payload, request_id, ip, prev_hash, digest) in batch:
                     # Exactly audit._hashed_fields (tests/unit/test_verify_export.py and the
                     # integration tests check the file against audit.compute_hash).
@@ -410,7 +418,7 @@ class Export:
                         "workflow_version": workflow_version_id, "payload": loads(payload),
                         "request_id": request_id, "ip": ip,
                     }
-                    yield pk, fields, prev_hash, digest
+                    yield pk, fields, prev_hash, digest, seq
 
     @contextmanager
     def _cursor(self, given=None):
@@ -426,23 +434,23 @@ class Export:
                 cursor.itersize = BATCH
                 yield cursor
 
-    def _reference_line(self, pk: int, fields: dict[str, Any], prev_hash: str, digest: str) -> str:
+    def _reference_line(self, pk: int, fields: dict[str, Any], prev_hash: str, digest: str, seq: int) -> str:
         if self.format == "jsonl":
-            return jsonl_line(pk, fields, prev_hash, digest)
+            return jsonl_line(pk, fields, prev_hash, digest, seq)
         buffer = io.StringIO()
         # CRLF as RFC 4180 has it; it also makes the csv module quote a lone CR or LF in a cell.
-        csv.writer(buffer, lineterminator="\r\n").writerow(csv_cells(pk, fields, prev_hash, digest))
+        csv.writer(buffer, lineterminator="\r\n").writerow(csv_cells(pk, fields, prev_hash, digest, seq))
         return buffer.getvalue()
 
     def _reference_batches(self) -> Iterator[list[str]]:
         """The reference encoder, row by row (SQLite; and what the fast path is tested against)."""
         lines: list[str] = []
         with closing(self._reference_rows()) as rows:
-            for pk, fields, prev_hash, digest in rows:
+            for pk, fields, prev_hash, digest, seq in rows:
                 if self.first_id is None:
-                    self.first_id, self.first_hash, self.first_prev_hash = pk, digest, prev_hash
-                self.last_id, self.last_hash = pk, digest
-                lines.append(self._reference_line(pk, fields, prev_hash, digest))
+                    self.first_id, self.first_hash, self.first_prev_hash, self.first_seq = pk, digest, prev_hash, seq
+                self.last_id, self.last_hash, self.last_seq = pk, digest, seq
+                lines.append(self._reference_line(pk, fields, prev_hash, digest, seq))
                 if len(lines) == BATCH:
                     yield lines
                     lines = []
@@ -457,7 +465,7 @@ class Export:
             return
         prefix_sql, suffix_sql = _FAST_SQL[self.format]
         query = (f"SELECT id, {prefix_sql}, payload::text, {suffix_sql}, {_CHECK} FROM workflows_auditevent "
-                 f"WHERE {where[0]} ORDER BY id")
+                 f"WHERE {where[0]} ORDER BY seq")
         csv_format = self.format == "csv"
         special = _CSV_SPECIAL if csv_format else _JSON_SPECIAL
         loads = json.loads
@@ -477,18 +485,18 @@ class Export:
                 yield lines
             if self.first_id is not None:
                 with cursor.connection.cursor() as ends:
-                    ends.execute("SELECT id, prev_hash, hash FROM workflows_auditevent WHERE id IN (%s, %s)",
+                    ends.execute("SELECT id, prev_hash, hash, seq FROM workflows_auditevent WHERE id IN (%s, %s)",
                                  (self.first_id, self.last_id))
-                    found = {pk: (prev_hash, digest) for pk, prev_hash, digest in ends.fetchall()}
-                self.first_prev_hash, self.first_hash = found[self.first_id]
-                self.last_hash = found[self.last_id][1]
+                    found = {pk: (prev_hash, digest, seq) for pk, prev_hash, digest, seq in ends.fetchall()}
+                self.first_prev_hash, self.first_hash, self.first_seq = found[self.first_id]
+                self.last_hash, self.last_seq = found[self.last_id][1:]
 
     def _reencode_odd_rows(self, batch: list[tuple], lines: list[str], special: tuple[str, ...], conn) -> None:
         """Replace the lines of the rows whose text needs escaping with the reference encoding."""
         odd = {index: row[0] for index, row in enumerate(batch) if not _plain(row[4], special)}
         with conn.cursor() as cursor:
-            reference = {pk: self._reference_line(pk, fields, prev_hash, digest) for pk, fields, prev_hash, digest
-                         in self._reference_rows(cursor, ids=list(odd.values()))}
+            reference = {pk: self._reference_line(pk, fields, prev_hash, digest, seq)
+                         for pk, fields, prev_hash, digest, seq in self._reference_rows(cursor, ids=list(odd.values()))}
         for index, pk in odd.items():
             if pk not in reference:
                 raise RuntimeError(f"audit event {pk} disappeared during the export")
@@ -519,9 +527,12 @@ class Export:
     def manifest(self, *, exported_by: str, file_name: str = "") -> dict[str, Any]:
         if not self.complete:
             raise RuntimeError("the manifest is known only once the whole export has been produced")
-        head = AuditEvent.objects.filter(id__lte=self.upto).order_by("-id").values_list("id", "hash").first()
+        head = (AuditEvent.objects.filter(seq__isnull=False, seq__lte=self.upto).order_by("-seq")
+                .values_list("id", "hash", "seq").first())
+        waiting = audit.unchained()
         return {
-            "manifest_version": 1,
+            "manifest_version": MANIFEST_VERSION,
+            "order": "seq",
             "file": file_name,
             "format": self.format,
             "columns": list(COLUMNS),
@@ -535,13 +546,21 @@ class Export:
             "filtered": not self.filters.unfiltered,
             "exported_by": exported_by,
             "exported_at": timezone.now().isoformat(),
-            "upto_id": self.upto,
+            "upto_seq": self.upto,
             "first_id": self.first_id,
             "last_id": self.last_id,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
             "first_prev_hash": self.first_prev_hash,
             "first_hash": self.first_hash,
             "last_hash": self.last_hash,
-            "chain_head": {"id": head[0], "hash": head[1]} if head else {"id": 0, "hash": audit.GENESIS_HASH},
+            "chain_head": ({"id": head[0], "seq": head[2], "hash": head[1]} if head
+                           else {"id": 0, "seq": 0, "hash": audit.GENESIS_HASH}),
+            # Events are linked into the chain a moment after their commit: the ones not linked
+            # yet when the export ran are not in it (a later export has them).
+            "only_chained_events": True,
+            "unchained_waiting": {"count": waiting.count,
+                                  "oldest_at": waiting.oldest_at.isoformat() if waiting.oldest_at else None},
         }
 
 
@@ -555,7 +574,7 @@ def record_export(export: Export, *, actor=None, channel: str, extra: dict[str, 
         payload={
             "format": export.format,
             "filters": export.filters.as_event_payload(),
-            "upto_id": export.upto,
+            "upto_seq": export.upto,
             "row_count": export.row_count,
             "file_sha256": export.sha256 if export.complete else None,
             "complete": export.complete,

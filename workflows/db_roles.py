@@ -6,16 +6,17 @@ Two roles share one database (docs/OPERATIONS.md "Database roles"):
   sequence and function in it. Only ``manage.py migrate`` connects as it.
 * the **runtime** role (``DATABASE_URL``) is what the web, the worker and beat connect as. It
   reads and writes rows and nothing else: SELECT, INSERT, UPDATE, DELETE on the domain tables,
-  USAGE on their sequences, EXECUTE on the audit append function. On the audit table it has
+  USAGE on their sequences, EXECUTE on the audit chain function. On the audit table it has
   SELECT and INSERT only, so it cannot change or remove an event, and since it owns nothing it
   cannot TRUNCATE, ALTER, DROP or disable the append-only trigger either (those need ownership
   or privileges it is never given).
 
-``reviewdesk_audit_append`` (migration 0004) is SECURITY INVOKER, the default, on purpose: it
-reads the head (SELECT) and inserts (INSERT) with the caller's own privileges, which the runtime
-role has. SECURITY DEFINER would run it with the owner's rights for no gain, and would need a
-pinned search_path to be safe. Erasure and retention (services/retention.py) update domain rows
-and their history, never the audit table, so the runtime role never needs UPDATE there.
+Audit events are INSERTed unchained (the runtime role's INSERT); the chainer links them through
+``reviewdesk_audit_chain`` (migration 0012), which is SECURITY DEFINER, owned by the owner, with
+a pinned search_path: it runs the one UPDATE the trigger allows (seq, prev_hash and hash set once
+from NULL, nothing else changed) with the owner's rights, so the runtime role gets EXECUTE on it
+and still no UPDATE on the table. Erasure and retention (services/retention.py) update domain
+rows and their history, never the audit table.
 
 ``runtime_grants`` runs after every migration (workflows/management/commands/migrate.py) and
 from ``setup_db_roles``; it is idempotent. Tables that later migrations create get SELECT and
@@ -34,7 +35,7 @@ APPEND_ONLY_TABLES = ("workflows_auditevent",)
 # Tables the runtime role may only read: the migration history belongs to the owner's step.
 READ_ONLY_TABLES = ("django_migrations",)
 # Functions the runtime role calls (EXECUTE is revoked from PUBLIC and granted to it alone).
-RUNTIME_FUNCTIONS = ("reviewdesk_audit_append(bigint, text[], jsonb)",)
+RUNTIME_FUNCTIONS = ("reviewdesk_audit_chain(bigint[], text[])",)
 # Relation kinds owned by the owner: tables, partitioned tables, views, materialized views,
 # foreign tables (their indexes, row types and identity sequences follow them).
 _OWNED_RELKINDS = ("r", "p", "v", "m", "f")

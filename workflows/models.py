@@ -525,8 +525,11 @@ class AuditEvent(models.Model):
     payload = models.JSONField(default=dict)
     request_id = models.CharField(max_length=64, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    # Position in the chain, and the links: null until the chainer links the committed event
+    # (workflows.audit.chain_pending; on SQLite set at insert). The chain's order is seq, not id.
+    seq = models.BigIntegerField(null=True, blank=True, unique=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -534,6 +537,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["object_type", "object_id"]),
             models.Index(fields=["action"]),
             models.Index(fields=["created_at"]),
+            # The chainer's queue: the few events not linked yet, in id order.
+            models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="auditevent_unchained"),
         ]
 
     def __str__(self):

@@ -165,3 +165,17 @@ def run_audit_export(self, job_id: int) -> str:
     job = services.audit_export_job_run(job=job)
     log.info("export job %s: %s, %s rows", job_id, job.state, job.rows_written)
     return job.state
+
+
+@shared_task(name="workflows.tasks.chain_audit", ignore_result=True)
+def chain_audit() -> int:
+    """Link the committed unchained audit events (workflows/audit.py chain_all). Sent a moment
+    after each commit that recorded events, and by beat as a safety net; any number may run at
+    once on any workers: one links (pg_try_advisory_xact_lock), the others return at once."""
+    from .audit import chain_all
+
+    try:
+        return chain_all()
+    except DatabaseError:
+        log.warning("audit chaining failed; the next run resumes where it stopped", exc_info=True)
+        return 0

@@ -3,17 +3,20 @@
 Not a test (pytest never collects it); it measures and exits 0, printing MISSED next to a target
 it misses. In its own database (reviewdesk_benchchain_<pid>, created, migrated and dropped):
 
-1. Loads --events audit events with a valid chain: the hashes are computed here in Python with
-   the app's encoding, and the rows go in with COPY (the append-only trigger stays in place: it
-   only refuses UPDATE and DELETE).
+1. Loads --events audit events with a valid chain: seq and hashes are computed here in Python
+   with the app's encoding, and the rows go in with COPY (the append-only triggers stay in place:
+   they refuse UPDATE and DELETE, and let only the table owner, as here, insert linked rows).
 2. verify_audit's walk (workflows.audit.walk_chain, what ``manage.py verify_audit`` runs) over
    them in events/s, against a raw walk of the same rows (the same server-side cursor, no
    hashing) in the same run.
 3. Audit appends/s with 1, 4 and 16 writer threads, each append its own transaction through
-   audit.record_standalone (the chain lock, one statement), against unchained inserts of the
-   same rows into a copy of the table; p95 of the append call (which contains the wait for the
-   chain lock, so it bounds it), and how often a session was waiting on the chain lock
-   (pg_locks sampled every 10 ms).
+   audit.record_standalone (since migration 0012 an unchained INSERT: no lock, no head read),
+   against plain inserts of the same rows into a copy of the table without its indexes and
+   triggers; p95 of the append call, and how often a session was waiting on an advisory lock
+   (pg_locks sampled every 10 ms: nobody should be). Meanwhile one chainer thread links what is
+   committed (audit.chain_all every 0.2 s, as the chain_audit task does): the largest number of
+   events waiting and the oldest wait seen (sampled every 10 ms) say whether it keeps up.
+4. The chainer alone: --chain-backlog unchained events linked by audit.chain_now, in events/s.
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def load_events(n: int) -> None:
     connection.ensure_connection()
     with connection.connection.cursor() as cursor, cursor.copy(
         "COPY workflows_auditevent (created_at, actor_id, actor_label, action, object_type, object_id, "
-        "workflow_version_id, payload, request_id, ip, prev_hash, hash) FROM STDIN"
+        "workflow_version_id, payload, request_id, ip, seq, prev_hash, hash) FROM STDIN"
     ) as copy:
         for i in range(n):
             created = start + datetime.timedelta(microseconds=i * 1013)
@@ -80,7 +83,7 @@ def load_events(n: int) -> None:
             }
             digest = sha256((prev + encode(fields)).encode()).hexdigest()
             copy.write_row((created, None, "system", fields["action"], "submission", fields["object_id"], None,
-                            encode(payload), fields["request_id"], "10.0.0.1", prev, digest))
+                            encode(payload), fields["request_id"], "10.0.0.1", i + 1, prev, digest))
             prev = digest
     connection.commit() if not connection.get_autocommit() else None
     with connection.cursor() as cursor:
@@ -112,11 +115,13 @@ def verify_walk() -> tuple[int, float, bool]:
 
 
 class LockSampler(threading.Thread):
-    """Every 10 ms: is any session waiting for an advisory lock in this database?"""
+    """Every 10 ms: is any session waiting for an advisory lock in this database? And how many
+    events wait to be linked, since when (the chainer's lag)?"""
 
     def __init__(self, url: str):
         super().__init__(daemon=True)
         self.url, self.samples, self.waiting = url, 0, 0
+        self.max_unchained, self.max_lag = 0, 0.0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -128,9 +133,34 @@ class LockSampler(threading.Thread):
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ).fetchone()[0]
+                unchained, lag = conn.execute(
+                    "SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at)), 0) "
+                    "FROM workflows_auditevent WHERE seq IS NULL").fetchone()
                 self.samples += 1
                 self.waiting += bool(waiting)
+                self.max_unchained = max(self.max_unchained, unchained)
+                self.max_lag = max(self.max_lag, float(lag))
                 time.sleep(0.01)
+
+
+class Chainer(threading.Thread):
+    """What the chain_audit task does, every 0.2 s (the commit trigger's interval)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop, self.linked = threading.Event(), 0
+
+    def run(self) -> None:
+        from django.db import connections
+
+        from workflows import audit
+
+        try:
+            while not self.stop.is_set():
+                self.linked += audit.chain_all()
+                time.sleep(0.2)
+        finally:
+            connections.close_all()
 
 
 def run_writers(writers: int, seconds: float, chained: bool, url: str) -> dict:
@@ -176,6 +206,9 @@ def run_writers(writers: int, seconds: float, chained: bool, url: str) -> dict:
         thread.start()
     sampler = LockSampler(url)
     sampler.start()
+    chainer = Chainer() if chained else None
+    if chainer:
+        chainer.start()
     deadline[0] = time.monotonic() + seconds
     t0 = time.monotonic()
     barrier.wait()
@@ -184,17 +217,47 @@ def run_writers(writers: int, seconds: float, chained: bool, url: str) -> dict:
     elapsed = time.monotonic() - t0
     sampler.stop.set()
     sampler.join()
+    if chainer:
+        chainer.stop.set()
+        chainer.join()
+        # What the last writers committed after the chainer's last pass: linked now, so the next
+        # run's lag samples do not see it aging while that run starts.
+        audit.chain_now()
+        connections.close_all()
     if errors:
         raise errors[0]
     flat = [x for mine in latencies for x in mine]
     return {"per_s": len(flat) / elapsed, "p95_ms": pct(flat, 0.95) * 1000,
-            "waiting": sampler.waiting / max(1, sampler.samples)}
+            "waiting": sampler.waiting / max(1, sampler.samples), "max_unchained": sampler.max_unchained,
+            "max_lag_s": sampler.max_lag}
+
+
+def chain_backlog(n: int) -> tuple[int, float]:
+    """n unchained events (COPY), then linked by audit.chain_now: (linked, seconds)."""
+    from django.db import connection
+
+    from workflows import audit
+
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor, cursor.copy(
+        "COPY workflows_auditevent (created_at, actor_label, action, object_type, object_id, payload, request_id) "
+        "FROM STDIN"
+    ) as copy:
+        now = datetime.datetime.now(datetime.UTC)
+        for i in range(n):
+            copy.write_row((now, "system", "draft.routed", "submission", str(i),
+                            audit.canonical_json({"lane": "auto_approve", "score": 0.9, "i": i}), f"req-{i}"))
+    connection.commit() if not connection.get_autocommit() else None
+    t0 = time.monotonic()
+    linked = audit.chain_now(timeout=600)
+    return linked, time.monotonic() - t0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=5.0, help="per append measurement")
+    parser.add_argument("--chain-backlog", type=int, default=50_000, help="events the chainer links alone")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL))
     args = parser.parse_args(argv)
 
@@ -239,9 +302,14 @@ def main(argv=None) -> int:
             plain = run_writers(writers, args.seconds, False, db_url)
             appends[writers] = (chained, plain)
             say(f"{writers:>2} writers: {chained['per_s']:,.0f} appends/s (p95 {chained['p95_ms']:.1f} ms, a session "
-                f"waiting on the chain lock in {chained['waiting']:.0%} of samples) vs {plain['per_s']:,.0f} "
-                f"unchained inserts/s (p95 {plain['p95_ms']:.1f} ms)")
+                f"waiting on an advisory lock in {chained['waiting']:.0%} of samples; chainer lag: at most "
+                f"{chained['max_unchained']:,} events waiting, oldest {chained['max_lag_s']:.2f} s) vs "
+                f"{plain['per_s']:,.0f} plain inserts/s (p95 {plain['p95_ms']:.1f} ms)")
         from workflows import audit
+
+        audit.chain_now(timeout=600)
+        linked, chain_s = chain_backlog(args.chain_backlog)
+        say(f"chainer alone: {linked:,} events linked in {chain_s:.2f} s ({linked / chain_s:,.0f} events/s)")
 
         final = audit.walk_chain()
         say(f"chain after the appends: {'ok' if final.ok else 'BROKEN at ' + str(final.broken_at)}, "
@@ -256,8 +324,12 @@ def main(argv=None) -> int:
             say(f"{f'appends/s, {writers} writers (vs unchained)':<44} {chained['per_s']:>12,.0f} "
                 f"{plain['per_s']:>12,.0f} {chained['per_s'] / plain['per_s']:>7.2f}  (information)")
         for writers, (chained, plain) in appends.items():
-            say(f"{f'p95 append incl. lock wait, ms, {writers} writers':<44} {chained['p95_ms']:>12.1f} "
+            say(f"{f'p95 append, ms, {writers} writers':<44} {chained['p95_ms']:>12.1f} "
                 f"{plain['p95_ms']:>12.1f} {chained['p95_ms'] / plain['p95_ms']:>7.2f}  (information)")
+        for writers, (chained, _plain) in appends.items():
+            say(f"{f'chainer lag, oldest unchained s, {writers} wr.':<44} {chained['max_lag_s']:>12.2f} "
+                f"{'':>12} {'':>7}  ~1 s")
+        say(f"{'chainer alone, events linked/s':<44} {linked / chain_s:>12,.0f} {'':>12} {'':>7}  (information)")
     finally:
         try:
             from django.db import connections

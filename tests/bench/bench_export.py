@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GENESIS_HASH = "0" * 64
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
 _COPY_COLUMNS = ("created_at, actor_id, actor_label, action, object_type, object_id, workflow_version_id, "
-                 "payload, request_id, ip, prev_hash, hash")
+                 "payload, request_id, ip, seq, prev_hash, hash")
 _ACTIONS = ("submission.created", "draft.generated", "draft.routed", "review.approved", "output.released")
 _IPS = (None, "10.1.2.3", "2001:db8::7")
 
@@ -36,10 +36,12 @@ def insert_chain(cursor, count: int, *, start: datetime | None = None, actor: st
                  object_type: str = "bench") -> str:
     """Append ``count`` valid chained events after the current head with COPY FROM, on a psycopg
     cursor inside a transaction; returns the new head. Same hash as workflows.audit.compute_hash."""
+    # Already linked (seq, prev_hash, hash), as the chainer would link them: the bench fills as
+    # the table owner, whom the insert trigger lets write linked rows (migration 0012).
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [7_302_114_001])
-    cursor.execute("SELECT hash FROM workflows_auditevent ORDER BY id DESC LIMIT 1")
+    cursor.execute("SELECT seq, hash FROM workflows_auditevent WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1")
     found = cursor.fetchone()
-    head = found[0] if found else GENESIS_HASH
+    head_seq, head = found if found else (0, GENESIS_HASH)
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
     sha256 = hashlib.sha256
     with cursor.copy(f"COPY workflows_auditevent ({_COPY_COLUMNS}) FROM STDIN") as copy:
@@ -55,7 +57,7 @@ def insert_chain(cursor, count: int, *, start: datetime | None = None, actor: st
             }
             digest = sha256((head + _encode(fields)).encode()).hexdigest()
             copy.write_row((created, None, actor, fields["action"], object_type, str(i), None, _encode(payload),
-                            fields["request_id"], ip, head, digest))
+                            fields["request_id"], ip, head_seq + 1 + i, head, digest))
             head = digest
     return head
 
@@ -86,7 +88,7 @@ def _copy_out(db_url: str, fmt: str) -> dict:
     import psycopg
 
     sql = (f"COPY (SELECT id, created_at, actor_label, actor_id, action, object_type, object_id, "
-           f"workflow_version_id, payload, request_id, ip, prev_hash, hash FROM workflows_auditevent ORDER BY id) "
+           f"workflow_version_id, payload, request_id, ip, seq, prev_hash, hash FROM workflows_auditevent ORDER BY seq) "
            f"TO STDOUT{' WITH (FORMAT csv, HEADER)' if fmt == 'csv' else ''}")
     began = time.perf_counter()
     size = 0

@@ -1,7 +1,7 @@
 """A slice of the application run as the runtime database role (tests/integration/test_db_roles.py
 runs it in a subprocess whose DATABASE_URL logs in as that role): demo data, two submissions
 drafted and routed by the offline engine, an erasure request, a retention purge, a checkpoint and
-the full audit verification. Prints one JSON line with what happened; any refused statement
+the chainer linking the events, the full audit verification. Prints one JSON line with what happened; any refused statement
 raises and fails the subprocess."""
 import json
 from datetime import timedelta
@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import CUSTOMER_REPLY_INPUT
-from workflows import services
+from workflows import audit, services
 from workflows.audit_chain import verify_checkpoint
 from workflows.models import AuditEvent, Submission, Workflow
 from workflows.tasks import generate_draft
@@ -36,13 +36,17 @@ def main() -> None:
     lanes = {s.pk: s.lane for s in Submission.objects.filter(pk__in=[first.pk, second.pk])}
     erased = services.erase_submissions_of(user_id=first.submitted_by_id, request_ref="TICKET-1")
     purged = services.purge_expired(now=timezone.now() + timedelta(days=400))
+    # The chainer, as the runtime role: EXECUTE on the SECURITY DEFINER function, no UPDATE.
+    linked = audit.chain_now()
     checkpoint = verify_checkpoint()
+    linked += audit.chain_now()  # the checkpoint's own event
     out = StringIO()
     call_command("verify_audit", stdout=out, stderr=StringIO())
     print(json.dumps({
         "role": role, "states": list(states.values()), "lanes": list(lanes.values()),
         "erased": erased, "purged": purged, "checkpoint_ok": checkpoint.ok,
-        "events": AuditEvent.objects.count(), "verify_audit": out.getvalue().strip(),
+        "events": AuditEvent.objects.count(), "verify_audit": out.getvalue().strip(), "linked": linked,
+        "unchained": AuditEvent.objects.filter(seq__isnull=True).count(),
     }))
 
 

@@ -57,8 +57,10 @@ def test_a_saved_e_mail_attachment_catches_a_cut_tail_when_the_directory_is_gone
     (saved / name).write_text(content)
     for file in both_targets.glob("anchor-*.json"):
         file.unlink()
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     with _tampering() as cursor:
         cursor.execute("DELETE FROM workflows_auditevent WHERE id >= %s", [events[-1].pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
     assert "no anchor yet" in _verify_audit()  # the directory alone has nothing left
     with pytest.raises(CommandError, match=f"anchored event {events[-1].pk} is missing"):

@@ -26,11 +26,16 @@ def anchors(settings, tmp_path) -> Path:
 
 
 def _events(n: int, start: int = 0) -> list[AuditEvent]:
-    return [
+    """n events, linked by the chainer (events are linked after their commit since migration
+    0012), as stored."""
+    written = [
         audit.record_standalone(action="submission.created", object_type="thing", object_id=i,
                                 payload={"step": i, "text": f"événement {i}", "ratio": i / 7, "ok": i % 2 == 0})
         for i in range(start, start + n)
     ]
+    audit.chain_now()
+    stored = AuditEvent.objects.in_bulk([e.pk for e in written])
+    return [stored[e.pk] for e in written]
 
 
 def _tampering():
@@ -102,6 +107,7 @@ def test_fast_walk_agrees_with_compute_hash_on_every_kind_of_field(demo):
         _events(3)
     finally:
         client_ip_var.reset(token)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     slow = audit.verify_chain(AuditEvent.objects.order_by("id"))
     walk = audit.walk_chain()
     assert slow.ok and walk.ok and walk.checked == slow.checked >= 4 and walk.head == slow.head
@@ -132,6 +138,7 @@ def test_a_broken_link_after_the_checkpoint_is_recorded_and_named(db):
     events = _events(4)
     audit_chain.verify_checkpoint()
     later = _events(2, start=4)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     with _tampering() as cursor:
         cursor.execute("UPDATE workflows_auditevent SET payload = '{\"step\": 99}' WHERE id = %s", [later[0].pk])
     checkpoint = audit_chain.verify_checkpoint()
@@ -151,7 +158,11 @@ def test_the_compliance_page_shows_the_last_verification_and_never_walks(demo):
     page = client.get("/audit/", {"verify": "1"})
     html = page.content.decode()
     assert page.status_code == 200 and 'name="verify"' not in html
-    assert "Chain intact" in html and f"events 1–{checkpoint.to_id} checked" in html
+    assert "Chain intact" in html and f"chain positions 1–{checkpoint.to_seq} checked" in html
+    assert f"({checkpoint.count} in the chain up to event #{checkpoint.to_id})" in html
+    assert checkpoint.to_seq == checkpoint.count == AuditEvent.objects.filter(seq__isnull=False).count()
+    # The checkpoint's own audit.verified event waits for the chainer, and the page says so.
+    assert "1 newest event not linked into the chain yet" in html
     assert checkpoint.head[:16] in html
 
 
@@ -189,6 +200,7 @@ def test_anchor_audit_refuses_without_a_key(db, anchors, settings):
 
 def test_anchor_audit_refuses_a_broken_chain(db, anchors):
     events = _events(3)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     with _tampering() as cursor:
         cursor.execute("UPDATE workflows_auditevent SET object_id = 'x' WHERE id = %s", [events[1].pk])
     with pytest.raises(CommandError, match=f"refusing to anchor a broken chain: event {events[1].pk}"):
@@ -198,9 +210,11 @@ def test_anchor_audit_refuses_a_broken_chain(db, anchors):
 def test_a_cut_tail_after_an_anchor_is_named(db, anchors):
     events = _events(5)
     audit_chain.anchor_head()
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     with _tampering() as cursor:
         # Every event from the anchored one on: the checkpoint and anchor records too.
         cursor.execute("DELETE FROM workflows_auditevent WHERE id >= %s", [events[-1].pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok  # the chain alone cannot see it
     message = _verify_audit_fails()
     assert f"anchored event {events[-1].pk} is missing" in message
@@ -216,12 +230,14 @@ def test_a_rehashed_suffix_after_an_anchor_is_named(db, anchors):
     rows = list(AuditEvent.objects.filter(id__gte=events[2].pk).order_by("id"))
     rows[0].payload = {"step": 2, "text": "rewritten"}
     prev = rows[0].prev_hash
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     with _tampering() as cursor:
         for row in rows:  # the app's own function, every later hash recomputed
             row.prev_hash, row.hash = prev, audit.compute_hash(prev, row)
             prev = row.hash
             cursor.execute("UPDATE workflows_auditevent SET payload = %s, prev_hash = %s, hash = %s WHERE id = %s",
                            [json.dumps(row.payload), row.prev_hash, row.hash, row.pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok  # the chain alone cannot see it
     message = _verify_audit_fails()
     assert f"anchor mismatch at event {events[-1].pk}" in message and anchor.hash in message
@@ -230,6 +246,7 @@ def test_a_rehashed_suffix_after_an_anchor_is_named(db, anchors):
 def test_a_row_altered_without_rehash_is_named(db, anchors):
     events = _events(4)
     audit_chain.anchor_head()
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     with _tampering() as cursor:
         cursor.execute("UPDATE workflows_auditevent SET actor_label = 'mallory' WHERE id = %s", [events[1].pk])
     message = _verify_audit_fails()
@@ -249,6 +266,7 @@ def test_a_tampered_anchor_file_is_refused_and_named(db, anchors):
     scan = audit_chain.default_target().scan(KEY.encode())
     assert scan.valid == [] and scan.refused[0][0] == str(path)
     assert events  # the chain itself is fine
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -277,6 +295,7 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(fresh_pool_after, tr
         thread.join()
     assert errors == []
     assert AuditEvent.objects.count() == writers * per_writer
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert report.ok and report.checked == writers * per_writer
     prevs = list(AuditEvent.objects.values_list("prev_hash", flat=True))

@@ -35,7 +35,11 @@ def verify(path, manifest=None):
 
 
 def record(action="workflow.published", payload=None, **kwargs):
-    return audit.record_standalone(action=action, object_type="test", object_id="1", payload=payload or {}, **kwargs)
+    """One event, linked into the chain with every event before it (events are linked after
+    their commit since migration 0012; exports hold only linked events), as stored."""
+    event = audit.record_standalone(action=action, object_type="test", object_id="1", payload=payload or {}, **kwargs)
+    audit.chain_now()
+    return AuditEvent.objects.get(pk=event.pk)
 
 
 @pytest.fixture
@@ -135,6 +139,7 @@ def test_filters_select_rows_and_filtered_exports_verify_without_links(varied, t
 
 def test_submission_filter(varied, tmp_path):
     submission = drafted(submit(varied, dict(CUSTOMER_REPLY_INPUT))).submission
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     path = tmp_path / "sub.csv"
     manifest = write_export(str(path), Export("csv", ExportFilters(submission=submission.pk)), exported_by="test")
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
@@ -166,6 +171,7 @@ def test_the_command_writes_file_and_manifest_and_records_the_export(varied, tmp
     # No personal data: the actor filter is a user reference, not the name.
     assert "compliance" not in json.dumps(event.payload)
     assert event.payload["filters"]["actor"] == {"user_id": varied.users["compliance"].pk}
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -215,6 +221,7 @@ def test_anyone_but_compliance_gets_404_and_an_auth_denied_event(demo, who):
 def test_an_export_of_100000_events_streams_with_flat_memory(demo, tmp_path):
     with connection.cursor() as cursor:
         insert_chain(cursor.cursor, 100_000)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
     client = Client()
     client.force_login(demo.users["compliance"])
@@ -261,15 +268,19 @@ _ODD_PAYLOADS = ['{}', '{"n": 0.1, "tiny": 1e-05, "f": 1.0, "big": 1000000000000
 
 
 def _insert_raw(rows):
-    """Rows straight into the table (INSERT is allowed; hashes need not chain: the exporter
-    copies what is stored, and these tests compare encoders, not the chain)."""
+    """Rows straight into the table, already linked (the test database's owner may insert linked
+    rows, migration 0012; hashes need not chain: the exporter copies what is stored, and these
+    tests compare encoders, not the chain)."""
+    audit.chain_now()
+    head_seq = audit.chain_head()[0]
     with connection.cursor() as cursor:
         for i, (text, payload) in enumerate(rows):
             cursor.execute(
                 "INSERT INTO workflows_auditevent (created_at, actor_label, action, object_type, object_id, payload, "
-                "request_id, ip, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)",
+                "request_id, ip, seq, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
                 ["2026-02-03T04:05:06.000100+00:00" if i % 2 else "2026-02-03T04:05:06+00:00", text, text, text,
-                 text[:64], payload, text[:64], ["10.0.0.1", "::1", None][i % 3], text[:64], f"h{i}-" + text[:50]])
+                 text[:64], payload, text[:64], ["10.0.0.1", "::1", None][i % 3], head_seq + 1 + i, text[:64],
+                 f"h{i}-" + text[:50]])
 
 
 def _both(export_args, monkeypatch=None):

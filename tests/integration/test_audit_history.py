@@ -45,6 +45,7 @@ def test_a_full_run_writes_every_event_in_order_and_the_chain_verifies(worker, f
     assert events[6].payload["output_hash"] == draft.content_hash
     # Each event links to the one before it, and the whole chain verifies.
     assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:]))
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert report.ok, report.reason
     assert report.checked == AuditEvent.objects.count()
@@ -62,6 +63,7 @@ def test_a_refused_edit_leaves_no_event(demo, customer_reply_input):
     with pytest.raises(DomainError):
         services.review_approve(task_id=task.pk, user=reviewer, edited_output=json.dumps({"reply": "x", "tone": "rude"}))
     assert AuditEvent.objects.count() == count
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 

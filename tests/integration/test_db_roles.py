@@ -107,6 +107,7 @@ def test_the_app_works_as_the_runtime_role(roles_database):
     assert len(report["erased"]) == 1 and len(report["purged"]) == 1
     assert report["checkpoint_ok"] is True
     assert report["verify_audit"].startswith(f"audit chain ok: {report['events']} events")
+    assert report["linked"] == report["events"] and report["unchained"] == 0
 
 
 @pytest.mark.parametrize("statement", REFUSED_ON_THE_AUDIT_TABLE)
@@ -135,12 +136,54 @@ def test_the_runtime_role_owns_nothing_and_has_no_special_attributes(roles_datab
         cursor.execute("SELECT has_table_privilege(%s, 'workflows_auditevent', p) FROM unnest(ARRAY["
                        "'SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER', 'REFERENCES']) p", [APP])
         assert [row[0] for row in cursor.fetchall()] == [True, True, False, False, False, False, False]
-        cursor.execute("SELECT has_function_privilege(%s, 'reviewdesk_audit_append(bigint, text[], jsonb)', "
-                       "'EXECUTE'), has_function_privilege('public', 'reviewdesk_audit_append(bigint, text[], jsonb)', "
+        cursor.execute("SELECT has_function_privilege(%s, 'reviewdesk_audit_chain(bigint[], text[])', "
+                       "'EXECUTE'), has_function_privilege('public', 'reviewdesk_audit_chain(bigint[], text[])', "
                        "'EXECUTE')", [APP])
         assert cursor.fetchone() == (True, False)
-        cursor.execute("SELECT prosecdef FROM pg_proc WHERE proname = 'reviewdesk_audit_append'")
-        assert cursor.fetchone() == (False,)  # SECURITY INVOKER: the runtime role's own INSERT is used
+        # SECURITY DEFINER, the owner's, with a pinned search_path: the chainer's one UPDATE runs
+        # with the owner's rights while the runtime role has no UPDATE on the table.
+        cursor.execute("SELECT prosecdef, pg_get_userbyid(proowner), proconfig FROM pg_proc "
+                       "WHERE proname = 'reviewdesk_audit_chain'")
+        secdef, owner, config = cursor.fetchone()
+        assert secdef is True and owner == OWNER and any(c.startswith("search_path=") for c in config)
+        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = 'reviewdesk_audit_append'")
+        assert cursor.fetchone() == (0,)  # the old chained append (migration 0004) is gone
+
+
+_UNCHAINED_ROW = ("INSERT INTO workflows_auditevent (created_at, actor_label, action, object_type, object_id, "
+                  "payload, request_id) VALUES (now(), 'system', 'auth.denied', 'roles-test', %s, '{}', '') "
+                  "RETURNING id")
+
+
+def test_the_runtime_role_inserts_unchained_and_links_only_through_the_chain_function(roles_database):
+    with _as(APP, APP_PASSWORD) as app:
+        # A row that arrives linked would skip the chainer: refused by the insert trigger.
+        with pytest.raises(errors.InsufficientPrivilege, match="inserted unchained"):
+            app.execute("INSERT INTO workflows_auditevent (created_at, actor_label, action, object_type, object_id, "
+                        "payload, request_id, seq, prev_hash, hash) VALUES (now(), 'x', 'auth.denied', 't', '1', "
+                        "'{}', '', 999999, repeat('0', 64), repeat('1', 64))")
+        (pk,) = app.execute(_UNCHAINED_ROW, ["a"]).fetchone()
+        # Linking it by hand needs UPDATE, which the runtime role does not have.
+        with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
+            app.execute("UPDATE workflows_auditevent SET seq = 999999, prev_hash = repeat('0', 64), "
+                        "hash = repeat('2', 64) WHERE id = %s", [pk])
+        linked = app.execute("SELECT event_id, event_seq FROM reviewdesk_audit_chain(%s, %s)",
+                             [[pk], ['{"x":1}']]).fetchall()
+        assert len(linked) == 1 and linked[0][0] == pk
+        # Linked once: a second call skips it, and nothing may change it afterwards.
+        assert app.execute("SELECT count(*) FROM reviewdesk_audit_chain(%s, %s)", [[pk], ['{"x":2}']]).fetchone() == (0,)
+    with _admin(DATABASE) as admin:
+        # Not even the owner's rights (a superuser here) get past the trigger: the links are set
+        # once, from NULL, and every other column must stay as it was.
+        for statement in ("UPDATE workflows_auditevent SET hash = repeat('3', 64) WHERE id = %s",
+                          "UPDATE workflows_auditevent SET seq = NULL, prev_hash = NULL, hash = NULL WHERE id = %s",
+                          "DELETE FROM workflows_auditevent WHERE id = %s"):
+            with pytest.raises(errors.InsufficientPrivilege, match="append-only"):
+                admin.execute(statement, [pk])
+        (other,) = admin.execute(_UNCHAINED_ROW, ["b"]).fetchone()
+        with pytest.raises(errors.InsufficientPrivilege, match="append-only"):
+            admin.execute("UPDATE workflows_auditevent SET seq = 999998, prev_hash = repeat('0', 64), "
+                          "hash = repeat('4', 64), action = 'review.approved' WHERE id = %s", [other])
 
 
 def test_tables_of_later_migrations_reach_the_runtime_role(roles_database):

@@ -22,11 +22,16 @@ TRIGGER = "workflows_auditevent_no_update_delete"
 
 
 def _events(n: int, actor=None) -> list[AuditEvent]:
-    return [
+    """n events, linked by the chainer (since migration 0012 events are linked after their
+    commit, not as they are written), as stored."""
+    written = [
         audit.record_standalone(action="submission.created", object_type="thing", object_id=i, actor=actor,
                                 payload={"step": i, "text": f"event {i}"})
         for i in range(n)
     ]
+    audit.chain_now()
+    stored = AuditEvent.objects.in_bulk([e.pk for e in written])
+    return [stored[e.pk] for e in written]
 
 
 def _tamper(sql: str, params: list) -> None:
@@ -90,6 +95,7 @@ def test_record_captures_actor_object_and_request_context(db, make_user):
     assert (event.actor, event.actor_label) == (user, "alice")
     assert (event.object_type, event.object_id) == ("user", str(user.pk))
     assert (event.request_id, event.ip) == ("req-123", "203.0.113.7")
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -118,9 +124,13 @@ def test_stored_rows_hash_the_same_as_when_written(db):
         "nested": {"z": [1, 2.5, None, True], "a": {}},
     }
     written = audit.record_standalone(action="draft.generated", object_type="draft", object_id=9, payload=payload)
+    assert written.hash is None  # linked after the commit, by the chainer, from the stored row
+    audit.chain_now()
     stored = AuditEvent.objects.get(pk=written.pk)
     assert stored.payload["amount"] == "42.50" and stored.payload["when"] == "2025-01-31"
-    assert audit.compute_hash(stored.prev_hash, stored) == written.hash == stored.hash
+    # The chainer hashed the stored row; the event as it was before writing hashes the same.
+    assert audit.compute_hash(stored.prev_hash, written) == audit.compute_hash(stored.prev_hash, stored) == stored.hash
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -135,12 +145,14 @@ def test_content_hash_is_sha256_of_the_text():
 
 
 def test_an_empty_chain_verifies(db):
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert report.ok and report.checked == 0 and report.head == audit.GENESIS_HASH
 
 
 def test_a_chain_of_events_verifies(db):
     events = _events(6)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert report.ok
     assert report.checked == 6
@@ -163,8 +175,10 @@ def test_a_chain_of_events_verifies(db):
 def test_tampering_with_a_row_is_detected_at_that_event(db, column, value):
     events = _events(5)
     target = events[2]
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper(f"UPDATE workflows_auditevent SET {column} = %s WHERE id = %s", [value, target.pk])
     assert getattr(AuditEvent.objects.get(pk=target.pk), column) != getattr(target, column), "the row was changed"
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert not report.ok
     assert report.broken_at == target.pk
@@ -179,13 +193,16 @@ def test_repointing_a_foreign_key_is_detected(db, demo, column):
         event = audit.record(action="auth.denied", object_type="t", object_id=1, actor=submitter,
                              workflow_version=demo.version("customer-reply"))
     other = {"actor_id": reviewer.pk, "workflow_version_id": demo.version("underwriting-memo").pk}[column]
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper(f"UPDATE workflows_auditevent SET {column} = %s WHERE id = %s", [other, event.pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert not report.ok and report.broken_at == event.pk
 
 
 def test_concurrent_writers_cannot_fork_the_chain(transactional_db):
-    """Appends from several connections at once still form one chain (the advisory lock)."""
+    """Appends from several connections at once, each writer also running the chainer after
+    each append (four chainers racing), still form one chain: one chainer links at a time."""
     import threading
 
     from django.db import connections
@@ -194,6 +211,7 @@ def test_concurrent_writers_cannot_fork_the_chain(transactional_db):
         try:
             for i in range(n):
                 audit.record_standalone(action="auth.denied", object_type="t", object_id=i)
+                audit.chain_all()
         finally:
             connections.close_all()
 
@@ -202,16 +220,20 @@ def test_concurrent_writers_cannot_fork_the_chain(transactional_db):
         thread.start()
     for thread in threads:
         thread.join()
+    audit.chain_now()  # what a chainer that found the lock taken left to the one holding it
     prev_hashes = list(AuditEvent.objects.values_list("prev_hash", flat=True))
-    assert len(prev_hashes) == 100
+    assert len(prev_hashes) == 100 and None not in prev_hashes
     assert len(set(prev_hashes)) == 100, "two events link to the same predecessor: the chain forked"
-    assert audit.verify_chain().ok
+    report = audit.verify_chain()
+    assert report.ok and report.checked == 100
 
 
 def test_tampering_with_the_time_is_detected(db):
     events = _events(3)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper("UPDATE workflows_auditevent SET created_at = created_at - interval '1 day' WHERE id = %s",
             [events[1].pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().broken_at == events[1].pk
 
 
@@ -221,8 +243,10 @@ def test_rehashing_a_tampered_row_breaks_the_next_link(db):
     target = AuditEvent.objects.get(pk=events[1].pk)
     target.payload = {"step": 1, "text": "rewritten"}
     new_hash = audit.compute_hash(target.prev_hash, target)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper("UPDATE workflows_auditevent SET payload = %s, hash = %s WHERE id = %s",
             ['{"step": 1, "text": "rewritten"}', new_hash, target.pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert report.broken_at == events[2].pk
     assert report.reason == "prev_hash does not match the previous event's hash"
@@ -230,7 +254,9 @@ def test_rehashing_a_tampered_row_breaks_the_next_link(db):
 
 def test_a_deleted_middle_row_is_detected(db):
     events = _events(5)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper("DELETE FROM workflows_auditevent WHERE id = %s", [events[2].pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     report = audit.verify_chain()
     assert not report.ok
     assert report.broken_at == events[3].pk
@@ -240,7 +266,9 @@ def test_a_deleted_middle_row_is_detected(db):
 
 def test_a_deleted_first_row_is_detected(db):
     events = _events(3)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper("DELETE FROM workflows_auditevent WHERE id = %s", [events[0].pk])
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().broken_at == events[1].pk
 
 
@@ -253,6 +281,7 @@ def test_verify_audit_command_reports_ok(db):
 
 def test_verify_audit_command_names_the_broken_event(db):
     events = _events(4)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper("UPDATE workflows_auditevent SET action = 'review.approved' WHERE id = %s", [events[1].pk])
     with pytest.raises(CommandError) as info:
         call_command("verify_audit", stdout=io.StringIO())
@@ -263,6 +292,7 @@ def test_verify_audit_command_names_the_broken_event(db):
 def test_manage_py_verify_audit_exits_non_zero(transactional_db):
     # The real command line, in a separate process reading the committed test database.
     events = _events(3)
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     _tamper("UPDATE workflows_auditevent SET payload = '{}' WHERE id = %s", [events[2].pk])
     base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
     env = {**os.environ, "DATABASE_URL": f"{base_url}/{connection.settings_dict['NAME']}", "DJANGO_DEBUG": "true"}
@@ -294,6 +324,7 @@ def test_trigger_rejects_queryset_update(db):
         with transaction.atomic():
             AuditEvent.objects.filter(pk=events[0].pk).update(payload={"forged": True})
     assert AuditEvent.objects.get(pk=events[0].pk).payload == {"step": 0, "text": "event 0"}
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -303,6 +334,7 @@ def test_trigger_rejects_queryset_delete(db):
         with transaction.atomic():
             AuditEvent.objects.all().delete()
     assert AuditEvent.objects.count() == 3
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -357,6 +389,7 @@ def test_client_addresses_are_stored_as_hashed_so_the_chain_verifies(db, remote_
         client_ip_var.reset(token)
     event = AuditEvent.objects.get(action="auth.denied")
     assert event.ip == stored
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -370,10 +403,12 @@ def test_a_batch_appends_its_events_in_order_at_its_end_and_the_chain_holds(db):
         first = audit.record(action="submission.created", object_type="thing", object_id=1)
         second = audit.record(action="draft.generated", object_type="thing", object_id=1)
         assert not AuditEvent.objects.exists()  # nothing written until the batch ends
+    audit.chain_now()
     stored = list(AuditEvent.objects.order_by("id"))
     assert [e.action for e in stored] == ["submission.created", "draft.generated"]
     assert [first.pk, second.pk] == [e.pk for e in stored]
-    assert stored[1].prev_hash == stored[0].hash
+    assert stored[1].prev_hash == stored[0].hash and [e.seq for e in stored] == [1, 2]
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert audit.verify_chain().ok
 
 
@@ -395,4 +430,5 @@ def test_a_nested_batch_is_appended_by_the_outer_one(db):
         with audit.batch():
             audit.record(action="draft.generated", object_type="thing", object_id=1)
         assert not AuditEvent.objects.exists()
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     assert AuditEvent.objects.count() == 2 and audit.verify_chain().ok

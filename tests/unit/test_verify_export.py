@@ -54,8 +54,8 @@ def _through_files(tmp_path, events):
         for pk, event in enumerate(events, start=1):
             digest = audit.compute_hash(prev, event)
             fields = audit._hashed_fields(event)
-            writer.writerow(csv_cells(pk, fields, prev, digest))
-            j.write(jsonl_line(pk, fields, prev, digest))
+            writer.writerow(csv_cells(pk, fields, prev, digest, pk))  # seq = pk here
+            j.write(jsonl_line(pk, fields, prev, digest, pk))
             hashes.append((prev, digest))
             prev = digest
     for rows in (verify_export.csv_rows(str(csv_path)), verify_export.jsonl_rows(str(jsonl_path))):

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.staticfiles import finders
 
 from tests.scripted import scripted_result
-from workflows import services
+from workflows import audit, services
 from workflows.models import AuditEvent, ReviewTask
 from workflows.selectors import may_see_drafts
 
@@ -86,6 +86,7 @@ def test_staff_get_every_draft_call_decision_and_history(who, rejected_after_thr
 
 def test_every_event_hash_recomputes_from_the_json_alone(rejected_after_three, client_for):
     """What an auditor does with the file: standard library only, no ReviewDesk code."""
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     doc = _json(client_for("compliance"), rejected_after_three)
     events = doc["audit_events"]
     assert len(events) >= 10
@@ -124,6 +125,7 @@ def test_the_submitter_gets_their_own_view_without_drafts_or_hashes(rejected_aft
 
 
 def test_staff_page_shows_drafts_calls_hashes_and_how_to_verify(rejected_after_three, client_for):
+    audit.chain_now()  # events are linked after their commit (migration 0012)
     page = Page(client_for("compliance").get(f"/submissions/{rejected_after_three.pk}/evidence/"))
     assert page.by_id("evidence-draft-3") is not None and f"{SECRET} three" in page.html
     assert "Why this lane" in page.by_id("evidence-draft-1").text

@@ -60,7 +60,7 @@ def audit_export_job_create(*, user, export: Export) -> AuditExportJob:
         )
         audit.record(action=AuditAction.AUDIT_EXPORT_REQUESTED, object_type="audit_export_job", object_id=job.pk,
                      actor=user, payload={"format": job.format, "filters": export.filters.as_event_payload(),
-                                          "upto_id": job.upto, "total": job.total})
+                                          "upto_seq": job.upto, "total": job.total})
         transaction.on_commit(lambda: enqueue_audit_export(job.pk))
     return job
 
@@ -169,5 +169,5 @@ def audit_export_job_download(*, job: AuditExportJob, user, part: str) -> Path:
     with transaction.atomic():
         audit.record(action=AuditAction.AUDIT_EXPORT_DOWNLOADED, object_type="audit_export_job", object_id=job.pk,
                      actor=user, payload={"part": part, "format": job.format, "file_sha256": job.file_sha256,
-                                          "upto_id": job.upto})
+                                          "upto_seq": job.upto})
     return chosen

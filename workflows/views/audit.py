@@ -9,7 +9,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
-from .. import selectors, services
+from .. import audit, selectors, services
 from ..audit_chain import last_anchored_event, last_checkpoint
 from ..audit_export import (
     CONTENT_TYPES,
@@ -52,6 +52,9 @@ def audit_log(request):
         # Verification never runs in a request: a periodic task verifies from the last checkpoint
         # and records the verified head (workflows/audit_chain.py); this shows what it found.
         "checkpoint": last_checkpoint(),
+        # Events are linked into the chain a moment after their commit (workflows/audit.py).
+        "unchained": audit.unchained(),
+        "stale_unchained": audit.unchained(older_than_seconds=audit.CHAIN_LAG_WARNING_SECONDS),
         "anchor": last_anchored_event(),
         "export": _export_offer(export),
         **_jobs_context(request),

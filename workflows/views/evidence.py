@@ -36,6 +36,9 @@ HOW_TO_VERIFY = [
     "sit between them), so this bundle checks each event on its own. To check the links as "
     "well, find these hashes in a full audit export and run tools/verify_export.py on it; "
     "docs/COMPLIANCE.md explains both, for a reader who has never seen ReviewDesk.",
+    "An event with seq, prev_hash and hash null was recorded moments before this download and "
+    "is not linked into the chain yet (events are linked within seconds of being recorded); "
+    "download the bundle again to get its links.",
 ]
 
 
@@ -210,6 +213,9 @@ def _decision(task, full: bool) -> dict:
 def _event(event) -> dict:
     return {
         "id": event.pk,
+        # The chain position; null (with prev_hash and hash) for an event recorded moments ago
+        # and not linked into the chain yet: a later download has its links.
+        "seq": event.seq,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
         "hashed_fields": _hashed_fields(event),
