@@ -35,7 +35,7 @@ FINDING_ORDER = (
 
 FINDING_WORDS = {
     Finding.PII_IN_OUTPUT: "the draft may contain personal data the request did not supply",
-    Finding.GUARDRAIL: "the draft touches one of the workflow's guardrails",
+    Finding.GUARDRAIL: "the draft breaks one of the workflow's content rules",
     Finding.UNRESOLVED_PLACEHOLDER: "the draft still contains a placeholder instead of a real value",
     Finding.SCHEMA_INVALID: "the draft does not have the expected form",
     Finding.TRUNCATED: "the draft was cut off before it was finished",

@@ -34,7 +34,7 @@ PREFIX = "out"
 REMOVE = "remove:"
 MARKER = "editor"  # posted with value "fields": the approval comes from this editor
 _OMIT = object()  # an absent key stays absent
-_LONG_TEXT = 60  # characters: a longer (or multi-line) string gets a textarea
+_LONG_TEXT = 40  # characters: a longer (or multi-line) string gets a textarea, unless maxLength is short
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
@@ -298,8 +298,11 @@ def build_editor(spec: WorkflowDefinition, value: Any, *, components: dict | Non
         # A string.
         n.value = text if text is not None else (val if present else "")
         limit = schema.get("maxLength")
-        if "\n" in n.value or len(n.value) > _LONG_TEXT or (isinstance(limit, int) and limit > 200):
-            n.kind = "textarea"
+        short = isinstance(limit, int) and limit <= 120
+        # Decided on the draft's value, so a field keeps its kind when the page comes back.
+        basis = val if present and isinstance(val, str) else n.value
+        if "\n" in n.value or "\n" in basis or (not short and (len(basis) > _LONG_TEXT or (isinstance(limit, int) and limit > 200))):
+            n.kind = "textarea"  # a newline cannot be typed in (nor kept by) a text input
         if present and isinstance(val, str):
             n.unsure = [s["text"].strip() for s in _segments(val, spans.get(key)) if s.get("low") and s["text"].strip()]
         return n
