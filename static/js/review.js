@@ -78,6 +78,9 @@
     if (action && action()) event.preventDefault();
   });
 
+  // Marks the page as listening (the browser tests wait for it before pressing keys).
+  document.documentElement.setAttribute("data-shortcuts", "on");
+
   document.addEventListener("DOMContentLoaded", function () {
     var open = byId("shortcuts-open");
     if (open && byId("shortcuts")) {

@@ -53,7 +53,10 @@ def _detail_context(request, task, **forms):
     spec = submission.workflow_version.spec
     is_json = spec.output.format == "json"
     components = draft.score_components if isinstance(draft.score_components, dict) else {}
-    labels = {key: field_label((key,), spec.output.json_schema) for key in (spec.output.json_schema or {}).get("properties", {})}
+    # The sentence says "the refund amount": a schema title when the workflow gives one, else the
+    # key in lower-case words (explain.label_of).
+    properties = (spec.output.json_schema or {}).get("properties") or {}
+    labels = {key: prop["title"] for key, prop in properties.items() if isinstance(prop, dict) and prop.get("title")}
     context = {
         "task": task,
         "submission": submission,
