@@ -211,3 +211,25 @@ def test_the_editor_needs_the_lease(routed, people, reviewer, client_for):
     assert response.status_code == 409
     assert "Claim this review first" in response.content.decode()
     assert _unchanged(task)
+
+
+def test_earlier_drafts_sit_beside_the_new_one_with_the_timeline(routed, people, reviewer, django_capture_on_commit_callbacks):
+    from tests.scripted import scripted_result
+    from workflows import services
+
+    submission, task = _claimed(routed, people, reviewer)
+    with django_capture_on_commit_callbacks(execute=False):  # no worker: the second draft is recorded here
+        services.review_regenerate(task_id=task.pk, user=people["reviewer_a"], feedback="Offer a replacement.")
+    claimed = services.generation_claim(submission_id=submission.pk)
+    result = scripted_result(submission.workflow_version.spec, submission.data, probability=0.30,
+                             content=json.dumps({"reply": "Dear customer, a replacement ships today.", "tone": "apologetic"}))
+    services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result, audit_draw=0.999)
+    second = ReviewTask.objects.open().get(submission=submission)
+    page = Page(reviewer.get(f"/review/{second.pk}/"))
+    attempts = page.by_id("attempts")
+    headings = [n.text for n in page.all("h3") if attempts.element in n.ancestors]
+    assert headings[0].startswith("This draft attempt 2") and headings[1].startswith("Draft of attempt 1")
+    assert "a replacement ships today" in attempts.text and "sorry about the parcel" in attempts.text
+    timeline = [n.text for n in page.all("code", class_="action")]
+    assert "review.regenerate_requested" in timeline and timeline.count("draft.generated") == 2
+    assert page.by_id("lane-numbers") is not None and page.by_id("field-certainty") is not None
