@@ -240,8 +240,11 @@ def _changed_paths(before, after, path=()):
 @role_required(REVIEWER)
 @require_POST
 def review_approve(request, pk: int):
-    if request.POST.get(MARKER) == "fields":
-        return _approve_fields(request, pk)
+    if request.POST.get(MARKER) == "fields" and "edited_output" not in request.POST:
+        # Only JSON workflows render the editor; a stray marker on a text workflow is ignored.
+        task = selectors.review_task_for(request.user, pk)
+        if task.submission.workflow_version.spec.output.format == "json":
+            return _approve_fields(request, pk)
     # A client that sends no text approves the draft as it is; a text box the reviewer emptied
     # is an (empty, refused) edit, not a silent approval of the original.
     sent_text = "edited_output" in request.POST
