@@ -219,6 +219,10 @@ class WorkflowDefinition(_Strict):
     # Days a submission's personal data is kept before the purge task erases it (legal hold
     # aside); services/retention.py acts on it.
     retention_days: int = RETENTION_FLOOR_DAYS
+    # For reviewers, shown beside the draft on the review page; never sent to the model.
+    # `review_rubric` is an optional list of short checks ("The refund matches the form").
+    guidelines: str = Field(default="", max_length=4000)
+    review_rubric: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(default=[], max_length=20)
 
     @field_validator("retention_days")
     @classmethod
@@ -264,7 +268,13 @@ class WorkflowDefinition(_Strict):
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        data = self.model_dump(mode="json", by_alias=True)
+        # Keys added later are left out while unused, so a definition that does not use them
+        # keeps the hash (and the model-answer cache key) it had before they existed.
+        for key in ("guidelines", "review_rubric"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 def _key_of(loc: tuple) -> str:

@@ -203,3 +203,34 @@ def test_the_locked_out_log_in_page_is_plain_and_within_the_csp(transactional_db
     _shot(visitor.page, "csp-4-locked-out")
     visitor.assert_clean()
     visitor.context.close()
+
+
+def test_review_page_states_load_under_the_csp(transactional_db, demo, live_server, browser):  # noqa: F811
+    """The review page (issue 8): claimed with the structured editor, a diff preview, a refused
+    approval, the shortcuts dialog (static/js/review.js), and the queue's "n" shortcut."""
+    try:
+        submission, task = _blocking_review(demo)
+    finally:
+        connection.close()
+    reviewer = Watched(browser, live_server.url)
+    reviewer.login("reviewer")
+    reviewer.goto("/review/")
+    expect(reviewer.page.locator("html[data-shortcuts=on]")).to_have_count(1)  # review.js runs on the queue
+    reviewer.page.keyboard.press("n")
+    expect(reviewer.page).to_have_url(re.compile(rf"/review/{task.pk}/$"))
+    expect(reviewer.page.locator("#ed-reply")).to_be_visible()
+    reviewer.page.fill("#ed-reply", "Dear Ann, a replacement ships today.")
+    reviewer.page.click("#preview")
+    expect(reviewer.page.locator("#diff-preview .diff-add").first).to_be_visible()
+    reviewer.page.fill("#ed-reply", "")
+    reviewer.page.click("#approve")  # refused: the reply may not be empty; the page comes back
+    expect(reviewer.page.locator("#review-status [role=alert]")).to_contain_text("Reply (reply)")
+    reviewer.page.locator("#raw-edit summary").click()
+    expect(reviewer.page.locator("#id_edited_output")).to_be_visible()
+    reviewer.page.keyboard.press("Escape")
+    reviewer.page.evaluate("document.activeElement && document.activeElement.blur()")
+    reviewer.page.keyboard.press("?")
+    expect(reviewer.page.locator("#shortcuts")).to_be_visible()
+    _shot(reviewer.page, "csp-review-shortcuts")
+    reviewer.assert_clean()
+    reviewer.context.close()

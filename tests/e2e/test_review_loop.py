@@ -87,9 +87,10 @@ def test_submit_review_with_edit_release_and_audit(worker, fake_model, demo, liv
     page.click("text=Open")
     page.click("#claim")
     expect(page.locator("#approve")).to_be_visible()
+    # The draft is a form of labelled fields (the structured editor), not JSON to edit by hand.
     draft = json.loads(page.locator("#id_edited_output").input_value())
-    draft["reply"] = EDITED_REPLY
-    page.fill("#id_edited_output", json.dumps(draft, indent=2))
+    expect(page.locator("#ed-reply")).to_have_value(draft["reply"])
+    page.fill("#ed-reply", EDITED_REPLY)
     _shot(page, "4-review-detail")
     page.click("#approve")
     expect(page.locator(".msg-success")).to_contain_text("approved with your edit")

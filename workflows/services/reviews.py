@@ -15,10 +15,10 @@ from .. import audit, labels
 from ..definitions import WorkflowDefinition
 from ..dispatch import enqueue_generation
 from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
-from ..pipeline.validators import validate_output
+from ..review_editor import output_problems
 from ..roles import group_names
 from ..selectors import open_review_tasks_for
-from ..vocab import AuditAction, Finding
+from ..vocab import AuditAction
 from .common import release, retract_if_released, track
 
 
@@ -172,6 +172,20 @@ def _diff(spec: WorkflowDefinition, original: str, final: str) -> str:
     return "\n".join(difflib.unified_diff(original.splitlines(), final.splitlines(), "draft", "approved", lineterm=""))
 
 
+def check_final_output(spec: WorkflowDefinition, final: str, *, edited: bool) -> None:
+    """Refuse to approve a text that is not a valid output of the workflow, edited or not.
+
+    The pipeline routes a schema-invalid draft to a person, so an unchanged draft can be just as
+    invalid as a bad edit: approving it would release a document the workflow promised would not
+    exist. The message names the field (review_editor.output_problems).
+    """
+    if problems := output_problems(spec, final):
+        what = "edited output" if edited else "draft"
+        listed = "; ".join(p.text for p in problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise DomainError(f"The {what} does not match the schema: {listed}. "
+                          + ("Correct it and approve again." if edited else "Edit it before approving, or reject it."))
+
+
 @transaction.atomic
 @audit.batch()
 def review_approve(*, task_id: int, user, edited_output: str | None = None) -> ReviewTask:
@@ -184,10 +198,7 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     final = candidate if edited else original
     if edited and not final.strip():
         raise DomainError("The edited output is empty; approve the draft unchanged or reject it.")
-    if edited and spec.output.format == "json":
-        validation = validate_output(spec, final)
-        if Finding.SCHEMA_INVALID in validation.findings:
-            raise DomainError(f"The edited output does not match the schema: {validation.details[Finding.SCHEMA_INVALID]}")
+    check_final_output(spec, final, edited=edited)
     decision = Decision.EDIT if edited else Decision.APPROVE
     distance = labels.edit_distance(original, final, json_output=spec.output.format == "json") if edited else 0.0
     _close(task, user, decision, distance)

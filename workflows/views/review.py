@@ -6,13 +6,27 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from .. import selectors, services
+from ..explain import lane_sentence
 from ..forms import ApproveForm, RegenerateForm, RejectForm
 from ..models import DomainError, Lane
+from ..review_editor import (
+    MARKER,
+    assemble,
+    build_editor,
+    dump,
+    field_label,
+    finding_paths,
+    original_value,
+    output_problems,
+)
 from ..roles import REVIEWER
+from ..services.reviews import _diff as output_diff
 from ..templatetags.reviewdesk import pretty_json
 from .common import paginate, render_page, role_required
 
 QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
+EARLIER_DRAFTS = 3  # the latest ones before this draft, side by side
+TIMELINE_EVENTS = 100  # the review page's trail; the submission page has the whole of it
 
 
 @role_required(REVIEWER)
@@ -38,6 +52,11 @@ def _detail_context(request, task, **forms):
     submission = task.submission
     spec = submission.workflow_version.spec
     is_json = spec.output.format == "json"
+    components = draft.score_components if isinstance(draft.score_components, dict) else {}
+    # The sentence says "the refund amount": a schema title when the workflow gives one, else the
+    # key in lower-case words (explain.label_of).
+    properties = (spec.output.json_schema or {}).get("properties") or {}
+    labels = {key: prop["title"] for key, prop in properties.items() if isinstance(prop, dict) and prop.get("title")}
     context = {
         "task": task,
         "submission": submission,
@@ -53,7 +72,34 @@ def _detail_context(request, task, **forms):
         "reject_form": forms.get("reject_form") or RejectForm(),
         "regenerate_form": forms.get("regenerate_form") or RegenerateForm(),
         "error": forms.get("error"),
+        "why_lane": lane_sentence(lane=draft.lane, findings=draft.findings,
+                                  components=components, sampled=task.sampled, labels=labels, score=draft.score),
+        "editor": None,
+        "preview_diff": forms.get("preview_diff"),
+        "editor_marker": MARKER,
+        # Earlier attempts of this draft (an unrepaired answer, a cascade's first try), and the
+        # drafts the submission had before a reviewer sent it back.
+        "earlier_attempts": [a for a in (draft.earlier_attempts or []) if isinstance(a, dict)],
+        "earlier_drafts": list(submission.drafts.exclude(pk=draft.pk).order_by("-attempt")[:EARLIER_DRAFTS]),
+        "events": list(selectors.audit_events_for_submission(request.user, submission)[:TIMELINE_EVENTS]),
+        "timeline_limit": TIMELINE_EVENTS,
     }
+    if is_json and not submission.is_erased:
+        try:
+            original = original_value(draft.content)
+        except (ValueError, RecursionError):
+            original = None  # not JSON at all: only the text box can fix it
+        if original is not None:
+            findings = finding_paths(spec, original, components.get("validator_details"))
+            context["editor"] = build_editor(
+                spec, original, components=components, findings=findings, data=forms.get("editor_data"),
+                problems=forms.get("problems") or (), errors=forms.get("editor_errors"),
+            )
+            placed = {f for node in context["editor"].walk() for f in node.findings}
+            context["unplaced_findings"] = [
+                f"{code}: {detail}" for code, detail in (components.get("validator_details") or {}).items()
+                if code != "schema_invalid" or not placed
+            ] if draft.findings else []
     return context
 
 
@@ -145,9 +191,60 @@ def _decide(request, pk: int, form_class, form_name: str, act, message):
     return _after_decision(request, task, message(task))
 
 
+def _approve_fields(request, pk: int):
+    """Approve from the structured editor: the fields are assembled into the JSON output here,
+    previewed as a diff when asked, checked against the schema, then one service call.
+    Whatever goes wrong, the page comes back with the reviewer's values in the fields."""
+    task = selectors.review_task_for(request.user, pk)
+    data = request.POST
+    if refusal := services.review_refusal(task, request.user):
+        return _refuse(request, task, error=refusal, editor_data=data)
+    draft = task.draft
+    spec = task.submission.workflow_version.spec
+    try:
+        original = original_value(draft.content)
+    except (ValueError, RecursionError):
+        return _refuse(request, task, status=422, error="This draft is not JSON; edit it as text below.")
+    value, errors = assemble(spec, original, data)
+    if errors:
+        first = next(iter(errors.values()))
+        return _refuse(request, task, status=422, editor_data=data, editor_errors=errors,
+                       error=f"{len(errors)} field{'s' if len(errors) > 1 else ''} could not be read: {first}")
+    changed = dump(value) != dump(original)
+    text = dump(value) if changed else draft.content
+    problems = output_problems(spec, text)
+    if "preview" in data:
+        diff = output_diff(spec, draft.content, text) if changed else ""
+        context = _detail_context(request, task, editor_data=data, problems=problems, preview_diff=diff or "none",
+                                  error="; ".join(p.text for p in problems) if problems else None)
+        return render_page(request, "workflows/review_detail.html", context, partial="decision")
+    try:
+        task = services.review_approve(task_id=task.pk, user=request.user, edited_output=text)
+    except DomainError as exc:
+        return _refuse(request, task, status=409 if not problems else 422, error=str(exc), editor_data=data,
+                       problems=problems)
+    changed_fields = sorted({field_label(p[:1], spec.output.json_schema) for p in _changed_paths(original, value)})
+    return _after_decision(request, task, f"Submission #{task.submission_id} approved" + (
+        f" with your edit (changed: {', '.join(changed_fields)})." if task.diff else "."))
+
+
+def _changed_paths(before, after, path=()):
+    """The paths whose values differ, for the success message ("changed: Reply")."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in dict.fromkeys([*before, *after]):
+            yield from _changed_paths(before.get(key), after.get(key), (*path, key))
+    elif dump(before) != dump(after):
+        yield path
+
+
 @role_required(REVIEWER)
 @require_POST
 def review_approve(request, pk: int):
+    if request.POST.get(MARKER) == "fields" and "edited_output" not in request.POST:
+        # Only JSON workflows render the editor; a stray marker on a text workflow is ignored.
+        task = selectors.review_task_for(request.user, pk)
+        if task.submission.workflow_version.spec.output.format == "json":
+            return _approve_fields(request, pk)
     # A client that sends no text approves the draft as it is; a text box the reviewer emptied
     # is an (empty, refused) edit, not a silent approval of the original.
     sent_text = "edited_output" in request.POST
