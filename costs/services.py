@@ -12,12 +12,13 @@ from django.utils import timezone
 
 from workflows import audit
 from workflows import services as workflow_services
+from workflows.gate import refresh_hold
 from workflows.models import DomainError, Submission, Workflow
 from workflows.roles import system_user
 from workflows.vocab import AuditAction
 
 from .alerts import workflow_admin_emails
-from .budgets import budget_spent, generation_gate, month_key, month_spend
+from .budgets import budget_spent, month_key, month_spend
 from .models import WARN_SHARE, AlertRule, Budget, LatencyTarget
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,10 @@ def alert_rule_delete(*, rule: AlertRule, actor) -> None:
 
 def resume_if_allowed(*, workflow_id: int, reason: str) -> list[int]:
     """Send the workflow's paused submissions back to the worker when the gate allows now
-    (the budget was raised or removed, its hard stop turned off, or the month turned)."""
-    if generation_gate(workflow_id=workflow_id) is not None:
+    (the budget was raised or removed, its hard stop turned off, or the month turned). The
+    answer also replaces the one the claims read from the gate's cache (workflows/gate.py), so
+    they see a budget just raised, lowered or removed at once."""
+    if refresh_hold(workflow_id=workflow_id) is not None:
         return []
     return workflow_services.generation_resume(workflow_id=workflow_id, reason=reason)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -170,6 +171,68 @@ def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list
             # Exactly one call closes a run (the conditional UPDATE), so one check per drift run.
             transaction.on_commit(partial(drift_compare, run.pk))
     return stored
+
+
+# How many times the sweep re-sends a stalled run's missing cases before it stops trying and
+# says so in the log (each re-send is at most one model call per missing case).
+EVAL_RESENDS = 3
+
+
+def stalled_eval_runs(now=None) -> list[EvalRun]:
+    """Running eval runs with no case finished for REVIEWDESK_EVAL_STALL_SECONDS.
+
+    An eval case has no claim or heartbeat: it is one acks_late task per case, and a worker
+    killed in the middle of one leaves its message unacknowledged in Redis until the broker's
+    visibility timeout (an hour) hands it out again. Until then the run shows "running". The
+    default stall limit is the task's hard time limit plus a minute: by then no live worker can
+    still be inside one of the run's cases, so whatever has not finished was lost (or is still
+    queued, which a re-send cannot hurt: the result is stored once per case and run)."""
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.REVIEWDESK_EVAL_STALL_SECONDS)
+    runs = (EvalRun.objects.filter(state=RunState.RUNNING, started_at__lt=stale_before)
+            .annotate(last_result_at=Max("results__created_at")))
+    return [r for r in runs if r.last_result_at is None or r.last_result_at < stale_before]
+
+
+def missing_cases(run: EvalRun) -> list[int] | None:
+    """The ids of the run's cases without a result, or None when they cannot be told: the run's
+    cases are not stored, only their number, so they are taken to be the dataset's cases as of
+    the run's start, which holds for every run but a dry run of chosen cases (or a dataset
+    edited since the run began): then the counts disagree and None is returned."""
+    cases = list(run.dataset.cases.filter(created_at__lte=run.started_at).values_list("pk", flat=True))
+    if len(cases) != run.total:
+        return None
+    done = set(run.results.values_list("case_id", flat=True))
+    return [pk for pk in cases if pk not in done]
+
+
+def eval_runs_sweep(now=None) -> dict[str, int]:
+    """Periodic (evals.tasks.sweep_stalled_eval_runs): re-send the missing cases of each stalled
+    run, at most EVAL_RESENDS times per run; a run whose cases cannot be told, or that stays
+    stalled after that, is logged as an error once per sweep instead."""
+    resent = given_up = 0
+    for run in stalled_eval_runs(now):
+        missing = missing_cases(run)
+        key = f"evals:resent:{run.pk}"
+        tries = _sweep_cache().get(key, 0)
+        if missing is None or tries >= EVAL_RESENDS:
+            log.error("eval run %s stalled at %s of %s cases and cannot be resumed (%s)", run.pk, run.completed,
+                      run.total, "its cases are not the dataset's" if missing is None else f"re-sent {tries} times")
+            given_up += 1
+            continue
+        _sweep_cache().set(key, tries + 1, timeout=7 * 86400)
+        for case_id in missing:
+            _send_case(run.pk, case_id)
+        resent += len(missing)
+        log.warning("eval run %s stalled at %s of %s cases: re-sent %d (try %d of %d)", run.pk, run.completed,
+                    run.total, len(missing), tries + 1, EVAL_RESENDS)
+    return {"resent": resent, "given_up": given_up}
+
+
+def _sweep_cache():
+    from django.core.cache import caches
+
+    return caches[settings.REVIEWDESK_DRAFT_CACHE]
 
 
 def drift_start_all() -> list[EvalRun]:

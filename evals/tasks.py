@@ -32,6 +32,12 @@ def run_eval_case(run_id: int, case_id: int) -> None:
     services.eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
 
 
+@shared_task(name="evals.tasks.sweep_stalled_eval_runs")
+def sweep_stalled_eval_runs() -> dict:
+    """Periodic: re-send the missing cases of eval runs whose worker died (services.eval_runs_sweep)."""
+    return services.eval_runs_sweep()
+
+
 @shared_task(name="evals.tasks.drift_check")
 def drift_check() -> int:
     """Periodic: re-run each current version's eval (the comparison runs when the last case lands)."""

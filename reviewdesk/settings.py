@@ -353,9 +353,15 @@ if REVIEWDESK_HEARTBEAT_STALE_SECONDS < 3 * REVIEWDESK_HEARTBEAT_SECONDS:
         f"database or a slow beat does not make a live worker's claim look abandoned."
     )
 REVIEWDESK_SWEEP_SECONDS = env_int("REVIEWDESK_SWEEP_SECONDS", 15, minimum=1)
+# An eval run with no case finished for this long has lost its cases to a dead worker (no live
+# worker can still be inside one past the task's hard time limit); the sweep re-sends them.
+REVIEWDESK_EVAL_STALL_SECONDS = env_int("REVIEWDESK_EVAL_STALL_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=5)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations",
                                     "schedule": float(REVIEWDESK_SWEEP_SECONDS)},
+    # evals/services.py eval_runs_sweep: the missing cases of eval runs whose worker died.
+    "sweep-stalled-eval-runs": {"task": "evals.tasks.sweep_stalled_eval_runs",
+                                "schedule": float(REVIEWDESK_SWEEP_SECONDS)},
     "retry-failed-generations": {"task": "workflows.tasks.retry_failed_generations", "schedule": 30.0},
     "verify-audit-checkpoint": {"task": "workflows.tasks.verify_audit_checkpoint",
                                 "schedule": float(REVIEWDESK_AUDIT_VERIFY_SECONDS)},

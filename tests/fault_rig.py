@@ -134,7 +134,8 @@ class Rig:
 
         saved = (app.conf.task_default_queue, app.conf.task_routes)
         app.conf.update(task_default_queue=f"{self.namespace}celery",
-                        task_routes={"workflows.tasks.generate_draft": {"queue": f"{self.namespace}llm"}})
+                        task_routes={"workflows.tasks.generate_draft": {"queue": f"{self.namespace}llm"},
+                                     "evals.tasks.run_eval_case": {"queue": f"{self.namespace}llm"}})
         saved_llm = settings.REVIEWDESK_LLM_QUEUE
         settings.REVIEWDESK_LLM_QUEUE = f"{self.namespace}llm"
         try:

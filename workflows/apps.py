@@ -12,3 +12,7 @@ class WorkflowsConfig(AppConfig):
         # After every migrate (and every flush, which re-emits post_migrate) the system user
         # exists as a committed row and the per-process cache points at it.
         post_migrate.connect(reset_system_user, sender=self, dispatch_uid="reviewdesk-system-user")
+        # simple-history's manager class made once per model, not per history row written.
+        from .history_managers import install
+
+        install()

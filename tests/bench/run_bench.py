@@ -870,7 +870,7 @@ class Bench:
             self._control("cancel_consumer")
             create_seconds, errors = self._create_many(a.drafts, mode)
             if a.py_spy:
-                spies = [subprocess.Popen([a.py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o",
+                spies = [subprocess.Popen([a.py_spy, "record", *a.py_spy_args.split(), "-f", "raw", "-o",
                                            str(self.logdir / f"{w.name.split('@')[0]}.stacks"), "--pid", str(w.pid)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                          for w in self.workers]
@@ -1122,6 +1122,9 @@ def parse_args(argv=None):
                    help="interpreter for the workers (e.g. a venv that also has gevent, for --pool gevent)")
     p.add_argument("--py-spy", metavar="PATH", default="",
                    help="py-spy binary: record each worker during the burst run (collapsed stacks in the log dir)")
+    p.add_argument("--py-spy-args", default="--nonblocking -r 50",
+                   help="py-spy record options (e.g. '--gil -r 200': only the thread holding the GIL, i.e. "
+                        "where the workers' Python CPU goes)")
     args = p.parse_args(argv)
     if args.creators > args.driver_pool:
         p.error("--creators must not exceed --driver-pool (each creator thread holds one connection)")

@@ -321,3 +321,24 @@ def test_latency_percentiles_and_target_share_from_sql(demo):
     rule = AlertRule.objects.create(workflow=workflow, metric=AlertMetric.LATENCY_P95, threshold=5,
                                     window_minutes=24 * 60)
     assert alerts.measure(rule, timezone.now()) == pytest.approx(7.7)
+
+
+def test_the_claims_read_the_gate_through_a_short_cache_that_budget_changes_refresh(demo):
+    # workflows/gate.py: a claim reads the gate's answer from the shared cache (one read per
+    # draft instead of the budget's queries); a change made through the costs app replaces it.
+    from workflows.gate import HOLD_CACHE_SECONDS, generation_hold, refresh_hold
+
+    workflow = demo.workflows["customer-reply"]
+    first = Submission.objects.create(workflow_version=demo.version("customer-reply"),
+                                      submitted_by=demo.users["submitter"], data={})
+    _spend(first, "5.00")
+    assert refresh_hold(workflow_id=workflow.pk) is None
+    Budget.objects.create(workflow=workflow, monthly_usd=Decimal("1"), hard_stop=True)  # behind the app's back
+    assert generation_hold(workflow_id=workflow.pk) == "budget"  # asked directly (the pages)
+    assert generation_hold(workflow_id=workflow.pk, cached=True) is None  # at most HOLD_CACHE_SECONDS old
+    assert 0 < HOLD_CACHE_SECONDS <= 10
+    assert cost_services.resume_if_allowed(workflow_id=workflow.pk, reason="test") == []  # refreshes it
+    assert generation_hold(workflow_id=workflow.pk, cached=True) == "budget"
+    Budget.objects.filter(workflow=workflow).update(hard_stop=False)
+    assert refresh_hold(workflow_id=workflow.pk) is None
+    assert generation_hold(workflow_id=workflow.pk, cached=True) is None

@@ -432,3 +432,17 @@ def test_a_nested_batch_is_appended_by_the_outer_one(db):
         assert not AuditEvent.objects.exists()
     audit.chain_now()  # events are linked after their commit (migration 0012)
     assert AuditEvent.objects.count() == 2 and audit.verify_chain().ok
+
+
+def test_history_managers_reuse_one_class_and_stay_bound_to_their_instance():
+    # workflows/history_managers.py: the class simple-history made per read is made once; each
+    # read still returns a manager of its own, bound to the instance it was read from.
+    from workflows.models import Submission
+
+    a, b = Submission(pk=1), Submission(pk=2)
+    first, second = a.history, b.history
+    assert type(first) is type(second) is type(Submission.history)
+    assert first is not second
+    assert first.instance is a and second.instance is b
+    assert '"workflows_historicalsubmission"."id" = 1 ' in str(first.all().query)
+    assert '"workflows_historicalsubmission"."id" = 2 ' in str(second.all().query)

@@ -86,8 +86,9 @@ def generation_claim(*, submission_id: int) -> Submission | None:
         return None
     retaken = submission.is_generating
     # A claim taken over was allowed when it began; a new one asks the gate (a spent budget
-    # with a hard stop pauses it: kept, and resumed by generation_resume).
-    hold = None if retaken else generation_hold(workflow_id=submission.workflow_version.workflow_id)
+    # with a hard stop pauses it: kept, and resumed by generation_resume). The answer may be a
+    # few seconds old (workflows/gate.py): one cache read per claim, not the budget's queries.
+    hold = None if retaken else generation_hold(workflow_id=submission.workflow_version.workflow_id, cached=True)
     if hold:
         _pause(submission, hold)
         return None

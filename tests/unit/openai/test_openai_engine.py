@@ -126,3 +126,65 @@ def test_threads_share_one_engine(engine, server, model_name):
         replies = list(pool.map(draft, range(8)))
     assert all(json.loads(replies[n].content)["reply"].startswith(f"Dear T{n},") for n in range(8))
     assert all(len(server.calls_for(f"thread-{n}")) == 1 for n in range(8))
+
+
+class _FixedAnswer:
+    """A one-route HTTP server on loopback that answers every POST with one fixed 200 body."""
+
+    def __init__(self, body: bytes):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_answer_that_is_not_json_is_a_recorded_error_per_request(settings, model_name):
+    # The engine reads the raw answer itself (openai.py, _Answer): an unreadable body must still
+    # be an error the retry loop records and the next model is tried after, never an exception
+    # that escapes the run.
+    fixed = _FixedAnswer(b"<html>gateway says hello</html>")
+    settings.REVIEWDESK_LLM_MAX_RETRIES = 1
+    engine = OpenAIEngine(api_key="sk-test", base_url=fixed.base_url)
+    try:
+        with pytest.raises(ModelUnavailable) as info:
+            engine.complete(request_for(model_name, "garbage back", total=2.0))
+    finally:
+        fixed.close()
+        reset_provider_state(engine.base_url)
+    assert [c.outcome for c in info.value.calls] == [CallOutcome.ERROR, CallOutcome.ERROR]
+    assert all("APIResponseValidationError" in c.error and "not JSON" in c.error for c in info.value.calls)
+
+
+def test_a_bare_answer_without_usage_or_logprobs_reads_as_zeros(settings, model_name):
+    body = {"id": "x", "object": "chat.completion", "model": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": None,
+                         "logprobs": {"content": None}}]}
+    fixed = _FixedAnswer(json.dumps(body).encode())
+    engine = OpenAIEngine(api_key="sk-test", base_url=fixed.base_url)
+    try:
+        reply = engine.complete(request_for(model_name, "bare answer", schema=None))
+    finally:
+        fixed.close()
+        reset_provider_state(engine.base_url)
+    assert reply.content == "" and reply.finish_reason == "" and reply.token_logprobs is None
+    assert reply.model_reported == model_name  # no model in the answer: the one asked for
+    (call,) = reply.calls
+    assert call.outcome == CallOutcome.OK and (call.prompt_tokens, call.completion_tokens, call.cached_tokens) == (0, 0, 0)

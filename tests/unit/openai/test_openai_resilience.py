@@ -380,3 +380,15 @@ def test_a_half_open_circuit_lets_exactly_one_trial_through_across_workers(engin
     assert answers.count(True) == 1
     circuit.record_success()  # the trial answered: closed for everyone
     assert other_worker.state() == "closed" and all(other_worker.allows() for _ in range(3))
+
+
+def test_an_answer_sent_while_closed_leaves_another_callers_trial_slot_alone(engine, server, settings, model_name):
+    # Only the trial's own outcome frees the half-open slot (breaker.py, ModelCircuit._report):
+    # a success that went out while the circuit was closed holds no slot, so it neither frees
+    # another caller's trial nor costs a Redis round trip per answer.
+    circuit = breaker.circuit_for(model_name, base_url=server.base_url)
+    assert circuit.allows()  # closed: no slot taken
+    assert breaker._take_trial_slot(circuit.name)  # another caller's trial
+    circuit.record_success()
+    assert not breaker._take_trial_slot(circuit.name)  # still theirs
+    breaker._free_trial_slot(circuit.name)

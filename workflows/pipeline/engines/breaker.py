@@ -59,6 +59,7 @@ class ModelCircuit:
 
     def __init__(self, breaker: pybreaker.CircuitBreaker):
         self._breaker = breaker
+        self._holds_trial = False  # this caller took the half-open trial slot
 
     @property
     def name(self) -> str:
@@ -81,7 +82,9 @@ class ModelCircuit:
             return True
         if state == OPEN:
             return False
-        return _take_trial_slot(self.name)
+        took = _take_trial_slot(self.name)
+        self._holds_trial = self._holds_trial or took
+        return took
 
     def wait_for_trial(self, until: float) -> bool:
         """While another caller's trial request is out (half-open), wait for its outcome, up
@@ -113,7 +116,12 @@ class ModelCircuit:
         self._report(_ProviderFailure(reason))
 
     def _report(self, failure: _ProviderFailure | None) -> None:
-        _free_trial_slot(self.name)
+        # Only the trial's own outcome frees the slot: a request sent while the circuit was
+        # closed holds none (and must not free another caller's trial), which also spares a
+        # Redis round trip per answer on the drafting hot path.
+        if self._holds_trial:
+            _free_trial_slot(self.name)
+            self._holds_trial = False
 
         def outcome():
             if failure is not None:
