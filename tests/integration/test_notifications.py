@@ -16,9 +16,12 @@ from django.core import mail
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import wait_for
 from tests.integration.conftest import completion, drafted, submit
+from tests.views.test_fuzz import FUZZ, _assert_no_server_error, _post, bodies
 from workflows import notifications, services, tasks
 from workflows.models import (
     AuditEvent,
@@ -523,3 +526,25 @@ def test_the_worker_sends_the_submitters_mail_after_the_decision_commits(worker,
                    f"Subject: [ReviewDesk] Your request #{task.submission_id} was approved" in text and text,
                    message="the message in the worker's log")
     assert f"/submissions/{task.submission_id}/" in log
+
+
+# --- hostile input to the preferences form ---------------------------------------------------
+
+KIND_NAMES = [kind.value for kind in NotificationKind]
+
+
+@FUZZ
+@given(body=bodies(KIND_NAMES, extra=("user", "user_id", "recipient")), htmx=st.booleans())
+def test_the_preferences_form_survives_hostile_input(body, htmx, demo, reviewers, submitter):
+    client = Client()
+    client.force_login(submitter)
+    others = sorted(NotificationPreference.objects.exclude(user=submitter).values_list("user_id", *KIND_NAMES))
+    with transaction.atomic():
+        response = _post(client, "/account/notifications/", body, htmx)
+        _assert_no_server_error(response, f"POST {body!r:.80}")
+        assert response.status_code in (200, 302, 422)
+        # Nobody else's choices move, whatever the body names; kinds a submitter is not offered stay on.
+        assert sorted(NotificationPreference.objects.exclude(user=submitter).values_list("user_id", *KIND_NAMES)) == others
+        mine = NotificationPreference.objects.filter(user=submitter).first()
+        assert mine is None or (mine.new_work, mine.overdue, mine.escalation) == (True, True, True)
+        transaction.set_rollback(True)
