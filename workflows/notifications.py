@@ -175,7 +175,9 @@ def mark_overdue(*, now=None) -> tuple[int, list[int]]:
 def _versions_with_escalation() -> list[WorkflowVersion]:
     # A handful of versions, each parsed once per process (WorkflowVersion.spec); cheaper than
     # asking the JSON column, where an absent group and a null one look alike.
-    return [v for v in WorkflowVersion.objects.order_by("pk") if v.spec.routing.escalation_group]
+    # Only the key columns: a parsed spec in the process cache needs no definition loaded.
+    versions = WorkflowVersion.objects.only("pk", "definition_hash", "workflow_id", "number").order_by("pk")
+    return [v for v in versions if v.spec.routing.escalation_group]
 
 
 def escalate_due(*, now=None) -> tuple[int, list[int]]:
@@ -249,6 +251,10 @@ def _queue_decision(task_id: int) -> int | None:
     settled = {Decision.APPROVE: SubmissionState.APPROVED, Decision.EDIT: SubmissionState.APPROVED,
                Decision.REJECT: SubmissionState.REJECTED}
     if settled.get(task.decision) != submission.state:
+        return None
+    if task.sampled and task.decision == Decision.APPROVE:
+        # The audit sample's check of an auto-approved draft, unchanged: nothing changed for the
+        # submitter, who has had the text since it was drafted.
         return None
     return _queue_one(submission.submitted_by, Kind.DECISION, key=f"decision:{task.pk}",
                       submission=submission, review_task=task)

@@ -374,6 +374,29 @@ def test_a_retraction_by_sending_back_tells_the_submitter_not_to_use_the_text(
     assert f"#{task.submission_id}" in page
 
 
+def test_the_audit_sample_confirmed_unchanged_is_no_news_but_its_retraction_is(
+        demo, reviewers, submitter, publish_variant, customer_reply_input, django_capture_on_commit_callbacks):
+    version = publish_variant("customer-reply", "customer-reply-sampled", routing__audit_sample_rate=1.0)
+
+    def sampled():
+        submission = services.submission_create(version=version, user=submitter, data=customer_reply_input)
+        task = drafted(submission, lane="auto").review_tasks.get()
+        assert task.sampled and task.submission.is_released
+        _claim(task, reviewers["reviewer"])
+        return task
+
+    confirmed, retracted = sampled(), sampled()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.review_approve(task_id=confirmed.pk, user=reviewers["reviewer"])
+        services.review_reject(task_id=retracted.pk, user=reviewers["reviewer"], reason_code="inaccurate",
+                               reason_text="Wrong refund amount.")
+    assert notifications.deliver_due() == {"sent": 1}
+    (message,) = mails_to(submitter)
+    assert f"request #{retracted.submission_id}" in message.subject
+    assert "has been withdrawn: do not use it" in message.body
+    assert "Reason: Inaccurate or wrong facts" in message.body
+
+
 def test_the_first_of_two_approvals_tells_the_submitter_nothing_yet(demo, reviewers, submitter, customer_reply_input):
     # A decision that leaves the request unsettled (the queue issue's two approvals) is no news.
     task = blocking(demo, customer_reply_input, user=submitter)
