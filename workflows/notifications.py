@@ -354,10 +354,10 @@ def _reviewer_message(notification: Notification, user):
     visible = selectors.review_tasks_for(user).open().filter(pk__in=notification.review_task_ids)
     if notification.kind == Kind.ESCALATION:
         visible = visible.filter(escalated_to__in=user.groups.all())
-    tasks = list(visible.select_related("escalated_to").order_by("due_at", "pk"))
-    if not tasks:
+    count = visible.count()
+    if not count:
         return None, {}
-    count = len(tasks)
+    tasks = list(visible.select_related("escalated_to").order_by("due_at", "pk")[:LISTED])
     reviews = f"{count} review{'s' if count != 1 else ''}"
     subject = {
         Kind.NEW_WORK: f"{reviews} waiting for you",
@@ -366,7 +366,7 @@ def _reviewer_message(notification: Notification, user):
     }[notification.kind]
     items = [{"number": t.submission_id, "workflow": t.submission.workflow_version.workflow.name,
               "lane": Lane(t.lane).label, "due_at": t.due_at, "url": absolute_url(reverse("review_detail", args=[t.pk]))}
-             for t in tasks[:LISTED]]
+             for t in tasks]
     return subject, {"items": items, "more": count - len(items), "count": count,
                      "queue_url": absolute_url(reverse("review_queue"))}
 
