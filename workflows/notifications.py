@@ -183,32 +183,34 @@ def _versions_with_escalation() -> list[WorkflowVersion]:
 def escalate_due(*, now=None) -> tuple[int, list[int]]:
     """Hand open reviews older than their workflow's `routing.escalate_after_minutes` to its
     `routing.escalation_group` (the version the request was made with decides): `escalated_at`,
-    `escalated_to`, a `review.escalated` event each, one message per member of the group.
-    Returns (escalated, message ids)."""
+    `escalated_to`, a `review.escalated` event each, then one message per group member listing
+    everything escalated to them in this run. Returns (escalated, message ids)."""
     now = now or timezone.now()
-    escalated, messages = 0, []
-    for version in _versions_with_escalation():
-        routing = version.spec.routing
-        group, _ = Group.objects.get_or_create(name=routing.escalation_group)
-        for lane, minutes in routing.escalate_after_minutes.items():
-            cutoff = now - timedelta(minutes=minutes)
-            with transaction.atomic(), audit.batch():
-                tasks = _take_up(ReviewTask.objects.filter(
-                    submission__workflow_version=version, lane=lane, escalated_at__isnull=True, created_at__lt=cutoff))
-                if not tasks:
-                    continue
-                system = system_user()
-                for task in tasks:
-                    task.escalated_at, task.escalated_to = now, group
-                bulk_update_with_history(tasks, ReviewTask, ["escalated_at", "escalated_to"], default_user=system,
-                                         default_change_reason=f"escalated to {group.name}")
-                for task in tasks:
-                    audit.record(action=AuditAction.REVIEW_ESCALATED, obj=task, actor=system, workflow_version=version,
-                                 payload={"submission_id": task.submission_id, "lane": task.lane, "group_id": group.pk,
-                                          "group": group.name, "after_minutes": minutes})
-                escalated += len(tasks)
-                messages += [n.pk for n in _queue_for_reviewers(tasks, Kind.ESCALATION)]
-    return escalated, messages
+    with transaction.atomic(), audit.batch():
+        escalated: list[ReviewTask] = []
+        for version in _versions_with_escalation():
+            escalated += _escalate_version(version, now)
+        if escalated:
+            bulk_update_with_history(escalated, ReviewTask, ["escalated_at", "escalated_to"], default_user=system_user(),
+                                     default_change_reason="escalated")
+        return len(escalated), [n.pk for n in _queue_for_reviewers(escalated, Kind.ESCALATION)]
+
+
+def _escalate_version(version: WorkflowVersion, now) -> list[ReviewTask]:
+    routing = version.spec.routing
+    group, _ = Group.objects.get_or_create(name=routing.escalation_group)
+    escalated = []
+    for lane, minutes in routing.escalate_after_minutes.items():
+        tasks = _take_up(ReviewTask.objects.filter(submission__workflow_version=version, lane=lane,
+                                                   escalated_at__isnull=True,
+                                                   created_at__lt=now - timedelta(minutes=minutes)))
+        for task in tasks:
+            task.escalated_at, task.escalated_to = now, group
+            audit.record(action=AuditAction.REVIEW_ESCALATED, obj=task, actor=system_user(), workflow_version=version,
+                         payload={"submission_id": task.submission_id, "lane": task.lane, "group_id": group.pk,
+                                  "group": group.name, "after_minutes": minutes})
+        escalated += tasks
+    return escalated
 
 
 # --- submitters: decisions and retractions (called on commit by the review services) ---------
@@ -362,13 +364,18 @@ def _reviewer_message(notification: Notification, user):
     subject = {
         Kind.NEW_WORK: f"{reviews} waiting for you",
         Kind.OVERDUE: f"{reviews} past {'their' if count != 1 else 'its'} due time",
-        Kind.ESCALATION: f"{reviews} escalated to {tasks[0].escalated_to.name if tasks[0].escalated_to else 'your group'}",
+        Kind.ESCALATION: f"{reviews} escalated to {_group_names(tasks)}",
     }[notification.kind]
     items = [{"number": t.submission_id, "workflow": t.submission.workflow_version.workflow.name,
               "lane": Lane(t.lane).label, "due_at": t.due_at, "url": absolute_url(reverse("review_detail", args=[t.pk]))}
              for t in tasks]
     return subject, {"items": items, "more": count - len(items), "count": count,
                      "queue_url": absolute_url(reverse("review_queue"))}
+
+
+def _group_names(tasks: list[ReviewTask]) -> str:
+    names = sorted({t.escalated_to.name for t in tasks if t.escalated_to})
+    return names[0] if len(names) == 1 else "your groups"
 
 
 def _submitter_message(notification: Notification, user):

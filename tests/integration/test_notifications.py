@@ -257,6 +257,34 @@ def test_a_review_past_the_second_limit_escalates_to_the_group_and_only_that_rev
     assert outsider.get(f"/review/{old.pk}/").status_code == 404
 
 
+def test_escalations_of_two_workflows_to_one_group_make_one_message(
+        demo, escalating, publish_variant, leads, customer_reply_input):
+    lead, _ = leads
+    second = publish_variant("customer-reply", "escalating-reply-two", routing__escalation_group="support-leads",
+                             routing__escalate_after_minutes={"blocking_review": 45})
+    first_task = blocking(demo, customer_reply_input, version=escalating)
+    second_task = blocking(demo, customer_reply_input, version=second)
+    ReviewTask.objects.update(created_at=timezone.now() - timedelta(minutes=90))
+
+    assert tasks.check_review_sla()["escalated"] == 2
+    (message,) = mails_to(lead)
+    assert message.subject == "[ReviewDesk] 2 reviews escalated to support-leads"
+    assert sorted(links(message)[:2]) == sorted(f"/review/{t.pk}/" for t in (first_task, second_task))
+    minutes = dict(AuditEvent.objects.filter(action="review.escalated").values_list("object_id", "payload__after_minutes"))
+    assert minutes == {str(first_task.pk): 60, str(second_task.pk): 45}
+
+
+def test_a_long_list_names_fifty_and_counts_the_rest(demo, reviewers, customer_reply_input, monkeypatch):
+    monkeypatch.setattr(notifications, "LISTED", 2)
+    made = [blocking(demo, customer_reply_input) for _ in range(3)]
+    tasks.send_review_digests()
+    (message,) = mails_to(reviewers["second"])
+    assert message.subject == "[ReviewDesk] 3 reviews waiting for you"
+    assert [p for p in links(message) if p.startswith("/review/") and p != "/review/"] == \
+        [f"/review/{t.pk}/" for t in made[:2]]
+    assert "... and 1 more. The whole queue: https://reviewdesk.example.org/review/" in message.body
+
+
 def test_the_service_refuses_an_escalation_lead_before_escalation(demo, escalating, leads, customer_reply_input):
     lead, _ = leads
     task = blocking(demo, customer_reply_input, version=escalating)
