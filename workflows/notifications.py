@@ -281,6 +281,8 @@ def enqueue_delivery(notification_id: int) -> None:
         current_app.send_task(DELIVER_TASK, args=[notification_id])
     except BrokerError:
         log.warning("broker unavailable; e-mail %s will be sent by the periodic delivery", notification_id)
+    except Exception:  # called after a commit: nothing may turn a saved decision into an error page
+        log.exception("could not send e-mail %s to a worker; the periodic delivery will", notification_id)
 
 
 def deliver_many(notification_ids: list[int]) -> dict[str, int]:
