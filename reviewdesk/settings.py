@@ -508,3 +508,25 @@ OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "reviewdesk")
 
 # axes logs four INFO lines for every successful log-in; its warnings (failures, lockouts) stay.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+
+# --- Notifications and SLA (issue 8; docs/ARCHITECTURE.md "Notifications and SLA") ----------
+# The address people open ReviewDesk at: e-mails carry absolute links to it (a review, a
+# request, the preferences page), which open the item after login.
+REVIEWDESK_SITE_URL = env_str("REVIEWDESK_SITE_URL", "http://localhost:8000").rstrip("/")
+if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", REVIEWDESK_SITE_URL):
+    raise ImproperlyConfiguredEnv(
+        f"REVIEWDESK_SITE_URL={REVIEWDESK_SITE_URL!r} must be an http(s) address such as https://reviewdesk.example.org"
+    )
+# Seconds between SLA checks (mark overdue reviews, escalate those past the second limit), and
+# minutes between the reviewers' digests of new blocking reviews.
+REVIEWDESK_SLA_CHECK_SECONDS = env_int("REVIEWDESK_SLA_CHECK_SECONDS", 60, minimum=10)
+REVIEWDESK_DIGEST_MINUTES = env_int("REVIEWDESK_DIGEST_MINUTES", 10, minimum=1)
+# Tries per e-mail before it is given up (logged as an error); the waits between tries double
+# from one minute up to an hour.
+REVIEWDESK_MAIL_MAX_ATTEMPTS = env_int("REVIEWDESK_MAIL_MAX_ATTEMPTS", 8, minimum=1)
+CELERY_BEAT_SCHEDULE.update({
+    "review-sla-check": {"task": "workflows.tasks.check_review_sla", "schedule": float(REVIEWDESK_SLA_CHECK_SECONDS)},
+    "review-digest": {"task": "workflows.tasks.send_review_digests", "schedule": 60.0 * REVIEWDESK_DIGEST_MINUTES},
+    # E-mails whose first try failed (or whose task was lost with the broker), when their wait is over.
+    "deliver-notifications": {"task": "workflows.tasks.deliver_notifications", "schedule": 60.0},
+})

@@ -187,6 +187,28 @@ class RoutingDef(_Strict):
         "blocking_review": 30,
         "async_review": 1440,
     }
+    # The second SLA limit (issue 8): an open review older than this many minutes (per lane,
+    # counted like sla_minutes from when it was queued) is escalated to escalation_group, whose
+    # members may then see and decide it. The two keys come together; the group is created
+    # at publish time if missing, like reviewer_groups.
+    escalation_group: str | None = Field(default=None, min_length=1, max_length=150)
+    escalate_after_minutes: dict[Literal["blocking_review", "async_review"], Annotated[int, Field(gt=0)]] = {}
+
+    @model_validator(mode="after")
+    def _escalation(self):
+        if self.escalation_group is not None and not self.escalation_group.strip():
+            raise _KeyedError(("escalation_group",), "must name a group")
+        if self.escalation_group and not self.escalate_after_minutes:
+            raise _KeyedError(("escalate_after_minutes",), "escalation_group needs escalate_after_minutes "
+                                                           "(minutes per lane before a review is escalated)")
+        if self.escalate_after_minutes and not self.escalation_group:
+            raise _KeyedError(("escalation_group",), "escalate_after_minutes needs an escalation_group to escalate to")
+        for lane, minutes in self.escalate_after_minutes.items():
+            due = self.sla_minutes.get(lane)
+            if due is not None and minutes <= due:
+                raise _KeyedError(("escalate_after_minutes", lane),
+                                  f"{minutes} must be more than sla_minutes.{lane} ({due}): escalation is the second limit")
+        return self
 
     @model_validator(mode="after")
     def _ordered(self):

@@ -469,6 +469,14 @@ class ReviewTask(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # SLA (workflows/notifications.py): set once by the periodic check when the task passes
+    # due_at, and when it passes the workflow's routing.escalate_after_minutes, which also hands
+    # it to the escalation group (escalated_to): its members may then see and decide it.
+    overdue_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    escalated_to = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # When the reviewers' digest took this (blocking) task up: each task is announced once.
+    announced_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
 
     objects = ReviewTaskQuerySet.as_manager()
@@ -601,3 +609,76 @@ class AuditExportJob(models.Model):
         if self.state == self.State.DONE:
             return 100
         return min(100, int(self.rows_written * 100 / self.total)) if self.total else 0
+
+
+# --- Notifications (workflows/notifications.py) ----------------------------------------------
+
+
+class NotificationKind(models.TextChoices):
+    """What a user may be told by e-mail; each is one choice on the preferences page."""
+
+    NEW_WORK = "new_work", "New blocking reviews in my workflows (a digest)"
+    OVERDUE = "overdue", "Reviews in my workflows that pass their due time"
+    ESCALATION = "escalation", "Reviews escalated to a group I belong to"
+    DECISION = "decision", "A decision on one of my requests"
+    RETRACTION = "retraction", "A text released for one of my requests is withdrawn"
+
+
+class NotificationPreference(models.Model):
+    """Which e-mails one user receives. No row: every kind is on (the defaults)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preference")
+    new_work = models.BooleanField(default=True)
+    overdue = models.BooleanField(default=True)
+    escalation = models.BooleanField(default=True)
+    decision = models.BooleanField(default=True)
+    retraction = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def wants(self, kind: str) -> bool:
+        return bool(getattr(self, NotificationKind(kind).value))
+
+
+class NotificationState(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    SENT = "sent", "Sent"
+    SKIPPED = "skipped", "Not sent (turned off or nothing left to say)"
+    FAILED = "failed", "Gave up after repeated failures"
+
+
+class Notification(models.Model):
+    """One e-mail to one person: an outbox row written in the transaction that decides it is
+    due, sent afterwards by a Celery task. It holds ids only; the text is rendered when it is
+    sent, so an erasure leaves nothing personal here.
+
+    ``next_attempt_at`` is both the retry time and the claim: a sender moves it a few minutes
+    ahead before it talks to the mail server, so two senders never send the same row.
+    """
+
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=NotificationKind.choices)
+    # The review tasks a reviewer's message lists (digest, overdue, escalation).
+    review_task_ids = models.JSONField(default=list, blank=True)
+    # The request a submitter's message is about (decision, retraction), and the decided task.
+    submission = models.ForeignKey(Submission, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    review_task = models.ForeignKey(ReviewTask, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    # One message per event: a second hook or task run for the same event finds this key taken.
+    dedupe_key = models.CharField(max_length=120, blank=True)
+    state = models.CharField(max_length=10, choices=NotificationState.choices, default=NotificationState.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["next_attempt_at"], condition=models.Q(state="pending"),
+                                name="notification_pending_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "dedupe_key"], condition=~models.Q(dedupe_key=""),
+                                    name="uniq_notification_per_event"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} to {self.recipient_id} ({self.state})"

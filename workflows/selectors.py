@@ -18,6 +18,12 @@ def _reviewable_workflows_q(user) -> Q:
     return Q(reviewer_groups__in=user.groups.all())
 
 
+def _escalated_to_user_q(user, prefix: str = "") -> Q:
+    """Review tasks escalated to one of the user's groups (issue 8): exactly those tasks, no
+    other task of their workflows."""
+    return Q(**{f"{prefix}escalated_at__isnull": False, f"{prefix}escalated_to__in": user.groups.all()})
+
+
 def workflows_for_submitter(user) -> QuerySet[Workflow]:
     if not has_role(user, SUBMITTER):
         return Workflow.objects.none()
@@ -47,6 +53,7 @@ def submissions_for(user) -> QuerySet[Submission]:
     if has_role(user, REVIEWER):
         reviewable = Workflow.objects.filter(_reviewable_workflows_q(user)).values("pk")
         scope |= Q(workflow_version__workflow__in=reviewable)
+        scope |= Q(pk__in=ReviewTask.objects.filter(_escalated_to_user_q(user)).values("submission_id"))
     return qs.filter(scope)
 
 
@@ -59,13 +66,14 @@ def submission_for(user, pk: int) -> Submission:
 
 
 def review_tasks_for(user) -> QuerySet[ReviewTask]:
-    """Open review tasks this user may work: their groups' workflows, never their own submissions."""
+    """Review tasks this user may work: their groups' workflows, and tasks escalated to one of
+    their groups (issue 8); never their own submissions."""
     if not has_role(user, REVIEWER):
         return ReviewTask.objects.none()
     reviewable = Workflow.objects.filter(_reviewable_workflows_q(user)).values("pk")
     return (
         ReviewTask.objects.select_related("submission__workflow_version__workflow", "submission__submitted_by", "draft", "claimed_by")
-        .filter(submission__workflow_version__workflow__in=reviewable)
+        .filter(Q(submission__workflow_version__workflow__in=reviewable) | _escalated_to_user_q(user))
         .exclude(submission__submitted_by=user)
     )
 

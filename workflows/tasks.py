@@ -179,3 +179,47 @@ def chain_audit() -> int:
     except DatabaseError:
         log.warning("audit chaining failed; the next run resumes where it stopped", exc_info=True)
         return 0
+
+
+# --- Notifications and SLA (issue 8, workflows/notifications.py) ------------------------------
+
+
+@shared_task(name="workflows.tasks.check_review_sla", **_DB_RETRY)
+def check_review_sla() -> dict:
+    """Mark open reviews past their due time and escalate those past the second limit, once
+    each, then send the reviewers' messages (one per reviewer and kind). Safe to run twice: a
+    marked or escalated review is never taken up again."""
+    from . import notifications
+
+    overdue, overdue_mail = notifications.mark_overdue()
+    escalated, escalation_mail = notifications.escalate_due()
+    sent = notifications.deliver_many(overdue_mail + escalation_mail)
+    if overdue or escalated:
+        log.info("SLA: %d reviews overdue, %d escalated; e-mails %s", overdue, escalated, sent)
+    return {"overdue": overdue, "escalated": escalated, "mail": sent}
+
+
+@shared_task(name="workflows.tasks.send_review_digests", **_DB_RETRY)
+def send_review_digests() -> dict:
+    """One e-mail per reviewer listing the new blocking reviews they may take (each review is
+    announced once)."""
+    from . import notifications
+
+    return notifications.deliver_many(notifications.queue_new_work_digests())
+
+
+@shared_task(name="workflows.tasks.deliver_notification", **_DB_RETRY)
+def deliver_notification(notification_id: int) -> str:
+    """Send one e-mail (a submitter's, queued when a decision committed). A failure is logged
+    and retried by deliver_notifications with a growing wait; sending twice is refused."""
+    from . import notifications
+
+    return notifications.deliver(notification_id)
+
+
+@shared_task(name="workflows.tasks.deliver_notifications", **_DB_RETRY)
+def deliver_notifications() -> dict:
+    """Send the e-mails whose retry time has come (or whose task was lost with the broker)."""
+    from . import notifications
+
+    return notifications.deliver_due()

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .views import audit, evidence, health, pages, review
+from .views import notifications as notification_views
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -27,4 +28,5 @@ urlpatterns = [
     path("audit/export/jobs/", audit.audit_export_jobs, name="audit_export_jobs"),
     path("audit/export/jobs/<int:pk>/file/", audit.audit_export_job_file, name="audit_export_job_file"),
     path("audit/export/jobs/<int:pk>/manifest/", audit.audit_export_job_manifest, name="audit_export_job_manifest"),
+    path("account/notifications/", notification_views.notification_preferences, name="notification_preferences"),
 ]

@@ -75,6 +75,9 @@ class AuditAction(StrEnum):
     LATENCY_TARGET_CHANGED = "latency_target.changed"
     ALERT_RULE_CHANGED = "alert_rule.changed"  # created, edited or deleted
     ALERT_SENT = "alert.sent"  # an alert rule fired and its message went out
+    # SLA (issue 8, workflows/notifications.py).
+    REVIEW_OVERDUE = "review.overdue"  # an open review passed its due time (marked once)
+    REVIEW_ESCALATED = "review.escalated"  # past routing.escalate_after_minutes: handed to the escalation group
 
 
 class CallPurpose(StrEnum):

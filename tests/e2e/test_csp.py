@@ -104,6 +104,15 @@ def test_main_pages_load_under_the_csp_without_violations(transactional_db, demo
     submitter.goto(f"/submissions/{submission.pk}/")
     expect(submitter.page.locator("#submission-state")).to_have_text("Awaiting review")
     submitter.goto("/submissions/")
+    # The e-mail settings page (issue 8), reached from the navigation; saving a choice.
+    submitter.page.click("header nav >> text=E-mail settings")
+    expect(submitter.page.locator("h1")).to_have_text("E-mail notifications")
+    submitter.page.uncheck("#id_retraction")
+    submitter.page.click("#notification-preferences button[type=submit]")
+    expect(submitter.page.locator(".messages")).to_contain_text("Your e-mail choices are saved")
+    expect(submitter.page.locator("#id_retraction")).not_to_be_checked()
+    expect(submitter.page.locator("#id_decision")).to_be_checked()
+    _shot(submitter.page, "notification-preferences-submitter")
     submitter.assert_clean()
     submitter.context.close()
 
@@ -141,6 +150,11 @@ def test_main_pages_load_under_the_csp_without_violations(transactional_db, demo
     reviewer.page.click("#claim")
     expect(reviewer.page.locator("#decision")).to_contain_text("You hold this review")
     assert any(method == "POST" and f"/review/{task.pk}/claim" in url for method, url in reviewer.htmx), reviewer.htmx
+    reviewer.goto("/account/notifications/")
+    expect(reviewer.page.locator("#id_new_work")).to_be_checked()
+    _shot(reviewer.page, "notification-preferences-reviewer")
+    reviewer.page.set_viewport_size({"width": 390, "height": 844})
+    _shot(reviewer.page, "notification-preferences-reviewer-390")
     reviewer.assert_clean()
     reviewer.context.close()
 

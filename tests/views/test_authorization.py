@@ -126,6 +126,10 @@ MATRIX = [
     # No such job (jobs are scoped to the officer who asked: tests/integration/test_audit_export_jobs.py).
     ("audit_export_job_file", "GET", "/audit/export/jobs/999999/file/",     (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
     ("audit_export_job_manifest", "GET", "/audit/export/jobs/999999/manifest/", (LOGIN, 404, 404, 404, 404, 404, 404, 404)),
+    # One's own e-mail choices (issue 8): everyone signed in, no user id in the path (a POST
+    # without boxes turns one's own e-mails off: tests/integration/test_notifications.py).
+    ("notification_preferences", "GET", "/account/notifications/",         (LOGIN, 200, 200, 200, 200, 200, 200, 200)),
+    ("notification_preferences", "POST", "/account/notifications/",        (LOGIN, 302, 302, 302, 302, 302, 302, 302)),
 ]
 # Names outside this matrix: the Django admin (namespace "admin") is not part of normal
 # operation (DESIGN.md section 1: staff is not a role) and has its own staff check, so it gets

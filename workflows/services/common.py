@@ -1,9 +1,12 @@
 """Helpers shared by the services: history attribution, release and retraction."""
 from __future__ import annotations
 
+from functools import partial
+
+from django.db import transaction
 from django.utils import timezone
 
-from .. import audit
+from .. import audit, notifications
 from ..models import Submission
 from ..vocab import AuditAction
 
@@ -42,4 +45,5 @@ def retract_if_released(submission: Submission, *, actor, reason: str) -> bool:
         workflow_version=submission.workflow_version,
         payload={"output_hash": audit.content_hash(submission.final_output), "reason": reason},
     )
+    transaction.on_commit(partial(notifications.output_retracted, submission.pk))
     return True

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import audit, labels
+from .. import audit, labels, notifications
 from ..definitions import WorkflowDefinition
 from ..dispatch import enqueue_generation
 from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
@@ -26,6 +26,9 @@ def _check_reviewer(task: ReviewTask, user) -> None:
     if task.submission.submitted_by_id == user.pk:
         raise DomainError("You cannot review your own submission (four-eyes rule).")
     reviewer_groups = set(task.submission.workflow.reviewer_groups.values_list("name", flat=True))
+    # An escalated task is also its escalation group's (issue 8; selectors.review_tasks_for).
+    if task.escalated_at is not None and task.escalated_to_id is not None:
+        reviewer_groups.add(task.escalated_to.name)
     if not reviewer_groups & group_names(user):
         raise DomainError("You are not a reviewer of this workflow.")
 
@@ -226,6 +229,7 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     if not submission.is_released or final != submission.final_output:
         release(submission, text=final, actor=user, reason=decision)
     track(submission, user, decision).save()
+    transaction.on_commit(partial(notifications.decision_made, task.pk))
     return task
 
 
@@ -249,6 +253,7 @@ def review_reject(*, task_id: int, user, reason_code: str, reason_text: str) -> 
     audit.record(action=AuditAction.REVIEW_REJECTED, obj=task, actor=user, workflow_version=submission.workflow_version, payload=payload)
     retract_if_released(submission, actor=user, reason="rejected")
     track(submission, user, "rejected").save()
+    transaction.on_commit(partial(notifications.decision_made, task.pk))
     return task
 
 

@@ -143,6 +143,8 @@ def _publish(version_id: int, *, actor, reason: str, override: str, gate: GateRe
     workflow.name, workflow.description = spec.name, spec.description
     track(workflow, actor, "workflow published").save()
     workflow.reviewer_groups.set([Group.objects.get_or_create(name=name)[0] for name in spec.reviewer_groups])
+    if spec.routing.escalation_group:  # exists from publication on, like the reviewer groups (issue 8)
+        Group.objects.get_or_create(name=spec.routing.escalation_group)
     version.published_at = timezone.now()
     version.published_by = actor if actor.is_active else None
     track(version, actor, "workflow published").save(_allow_update=True)
