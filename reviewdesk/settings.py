@@ -338,6 +338,9 @@ if REVIEWDESK_AUDIT_ANCHOR_EMAIL and not EMAIL_HOST:
 # are offered only as a job.
 REVIEWDESK_EXPORT_DIR = Path(env_str("REVIEWDESK_EXPORT_DIR", str(VAR_DIR / "exports")))
 REVIEWDESK_EXPORT_STREAM_MAX_ROWS = env_int("REVIEWDESK_EXPORT_STREAM_MAX_ROWS", 200_000, minimum=0)
+# Days a finished export job's file and manifest are kept in REVIEWDESK_EXPORT_DIR; then the
+# purge_audit_export_jobs task deletes them and the job (the audit chain keeps its record).
+REVIEWDESK_EXPORT_RETENTION_DAYS = env_int("REVIEWDESK_EXPORT_RETENTION_DAYS", 30, minimum=1)
 
 # A worker that dies mid-draft (issue 10): the task holding a generation claim refreshes its
 # heartbeat every REVIEWDESK_HEARTBEAT_SECONDS; a claim without a beat for
@@ -371,6 +374,9 @@ CELERY_BEAT_SCHEDULE = {
     # later, workflows/audit.py request_chaining): links what a lost message left waiting.
     "chain-audit": {"task": "workflows.tasks.chain_audit", "schedule": float(REVIEWDESK_AUDIT_CHAIN_SECONDS),
                     "options": {"expires": float(REVIEWDESK_AUDIT_CHAIN_SECONDS)}},
+    # Export jobs: re-send a task message lost while the broker was down; delete old files.
+    "resend-queued-audit-exports": {"task": "workflows.tasks.resend_queued_audit_exports", "schedule": 60.0},
+    "purge-audit-export-jobs": {"task": "workflows.tasks.purge_audit_export_jobs", "schedule": 3600.0},
     # Retention is counted in days; hourly is plenty and keeps each run small.
     "purge-expired-submissions": {"task": "workflows.tasks.purge_expired_submissions", "schedule": 3600.0},
     # calibration/monitor.py: the live escape rate of each workflow from its reviewed audit sample.

@@ -89,6 +89,9 @@ def verify_checkpoint() -> Checkpoint:
     A checkpoint whose event was changed since (its id gone or its hash different) is not a
     starting point: the run starts again from genesis.
     """
+    # Link what is committed first (returns at once if a chainer is at work), so a checkpoint, and
+    # the anchor written from it, covers every event committed before it ran.
+    audit.chain_all()
     start = last_checkpoint(ok_only=True)
     after_id, after_seq, prev, count = 0, 0, audit.GENESIS_HASH, 0
     if start and start.to_id:

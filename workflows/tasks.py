@@ -223,3 +223,15 @@ def deliver_notifications() -> dict:
     from . import notifications
 
     return notifications.deliver_due()
+
+
+@shared_task(name="workflows.tasks.resend_queued_audit_exports", ignore_result=True)
+def resend_queued_audit_exports() -> int:
+    """Export jobs whose task message was lost (broker down at commit) get it again."""
+    return len(services.audit_exports.audit_export_jobs_resend())
+
+
+@shared_task(name="workflows.tasks.purge_audit_export_jobs", ignore_result=True)
+def purge_audit_export_jobs() -> int:
+    """Finished export jobs past REVIEWDESK_EXPORT_RETENTION_DAYS: files and rows deleted."""
+    return len(services.audit_exports.audit_export_jobs_purge())

@@ -53,6 +53,7 @@ class AuditAction(StrEnum):
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_EXPORT_REQUESTED = "audit.export_requested"  # an export job was asked for (workflows.tasks.run_audit_export)
     AUDIT_EXPORT_DOWNLOADED = "audit.export_downloaded"  # a finished job's file or manifest was downloaded
+    AUDIT_EXPORT_PURGED = "audit.export_purged"  # finished export jobs past REVIEWDESK_EXPORT_RETENTION_DAYS deleted
     EVIDENCE_EXPORTED = "evidence.exported"  # a submission's evidence bundle was downloaded
     AUDIT_VERIFIED = "audit.verified"  # a checkpoint: the verified head (workflows/audit_chain.py)
     AUDIT_ANCHORED = "audit.anchored"  # the verified head written outside the database

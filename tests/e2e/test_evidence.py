@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from tests.conftest import CUSTOMER_REPLY_INPUT
 from tests.e2e.test_review_loop import _login, _shot, browser  # noqa: F401  (fixture)
 from tests.scripted import scripted_result
-from workflows import services
+from workflows import audit, services
 from workflows.models import ReviewTask
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +50,7 @@ def _two_attempts_approved_with_edit(demo):
 def test_compliance_opens_prints_and_downloads_the_evidence(transactional_db, demo, live_server, browser):  # noqa: F811
     try:
         submission = _two_attempts_approved_with_edit(demo)
+        audit.chain_now()  # what the chainer does within a second of each commit (migration 0012)
     finally:
         # Closed as in the other browser tests: left open, it keeps the run from dropping its database.
         connection.close()

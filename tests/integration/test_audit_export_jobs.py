@@ -188,3 +188,63 @@ def test_a_bad_job_request_is_a_400(demo):
     assert client.post("/audit/export/jobs/", {"format": "pdf"}).status_code == 400
     assert client.post("/audit/export/jobs/", {"format": "csv", "upto": 10**9}).status_code == 400
     assert not AuditExportJob.objects.exists()
+
+
+# --- old files are purged; a job whose message was lost is sent again ------------------------
+
+
+def test_finished_jobs_past_retention_are_purged_with_their_files(demo, settings, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows import tasks
+
+    settings.REVIEWDESK_EXPORT_DIR = tmp_path
+    settings.REVIEWDESK_EXPORT_RETENTION_DAYS = 30
+    officer, now = demo.users["compliance"], timezone.now()
+
+    def job(state, finished_days_ago):
+        made = AuditExportJob.objects.create(
+            requested_by=officer, format="csv", upto=0, state=state, file_name="audit-0-all.csv",
+            finished_at=None if finished_days_ago is None else now - timedelta(days=finished_days_ago))
+        for path in job_paths(made):
+            path.write_text("x")
+        return made
+
+    old_done, old_failed, recent = job("done", 31), job("failed", 45), job("done", 29)
+    running, queued = job("running", None), job("queued", None)
+    AuditExportJob.objects.filter(pk__in=[running.pk, queued.pk]).update(created_at=now - timedelta(days=90))
+    assert tasks.purge_audit_export_jobs() == 2
+    assert set(AuditExportJob.objects.values_list("pk", flat=True)) == {recent.pk, running.pk, queued.pk}
+    for gone in (old_done, old_failed):
+        assert not any(path.exists() for path in job_paths(gone))
+    for kept in (recent, running, queued):
+        assert all(path.exists() for path in job_paths(kept))
+    event = AuditEvent.objects.get(action="audit.export_purged")
+    assert event.payload["job_ids"] == [old_done.pk, old_failed.pk] and event.payload["retention_days"] == 30
+    assert tasks.purge_audit_export_jobs() == 0  # nothing left to purge, no event
+    assert AuditEvent.objects.filter(action="audit.export_purged").count() == 1
+
+
+def test_a_job_whose_task_message_was_lost_is_sent_again_and_runs(export_worker, demo):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows import tasks
+
+    audit.record_standalone(action="review.approved", object_type="test", object_id="1", payload={})
+    audit.chain_now()
+    upto = audit.chain_head()[0]
+    # Queued, its message never sent (the broker was down at commit), for longer than RESEND_AFTER.
+    lost = AuditExportJob.objects.create(requested_by=demo.users["compliance"], format="jsonl", upto=upto,
+                                         total=upto, file_name=f"audit-{upto}-all.jsonl",
+                                         created_at=timezone.now() - timedelta(minutes=10))
+    fresh = AuditExportJob.objects.create(requested_by=demo.users["compliance"], format="csv", upto=upto,
+                                          total=upto, file_name=f"audit-{upto}-all.csv")
+    assert tasks.resend_queued_audit_exports() == 1  # the fresh one may still have its message coming
+    assert tasks.resend_queued_audit_exports() == 0  # sent once per interval, not on every sweep
+    job = wait_for(lambda: _finished(lost.pk), timeout=120, message="the re-sent export job to finish")
+    assert job.state == "done" and job.rows_written == upto
+    assert AuditExportJob.objects.get(pk=fresh.pk).state == "queued"

@@ -13,7 +13,7 @@ from django.db import connection
 
 from tests.conftest import ROOT, RUN_ID
 from tests.integration.conftest import drafted, submit
-from workflows import audit_chain
+from workflows import audit, audit_chain
 
 KEY = "backup-test-anchor-key-kept-outside-the-database"
 
@@ -67,12 +67,14 @@ def test_a_dump_restores_and_its_chain_verifies_and_an_older_one_is_named(
                           "customer_email": "a@example.com", "order_value": "1", "refund_offered": False}),
             lane="auto")
     audit_chain.verify_checkpoint()
+    audit.chain_now()  # its own audit.verified event too: a backup of a quiet, fully linked chain
     _dump(older := tmp_path / "older.dump")
 
     drafted(submit(demo, {"customer_name": "B", "complaint": "late", "channel": "email",
                           "customer_email": "b@example.com", "order_value": "2", "refund_offered": False}),
             lane="blocking")
     anchor = audit_chain.anchor_head()
+    audit.chain_now()
     _dump(latest := tmp_path / "latest.dump")
 
     # The latest dump: the whole chain, and the anchor's event with its hash at its position.
@@ -103,7 +105,8 @@ def test_a_dump_restores_and_its_chain_verifies_and_an_older_one_is_named(
     # Going on from there (the app restarted on the old restore) reuses the lost ids: the event now
     # at the anchored id is another one, and the anchor names it.
     append = ("from workflows.audit_chain import verify_checkpoint\n"
-              f"while verify_checkpoint().to_id < {anchor.event_id}: pass")
+              f"while verify_checkpoint().to_id < {anchor.event_id}: pass\n"
+              "from workflows.audit import chain_now\nchain_now()")
     assert _manage(old, "shell", "-c", append, anchors=anchors).returncode == 0
     result = _manage(old, "verify_audit", anchors=anchors)
     assert result.returncode != 0

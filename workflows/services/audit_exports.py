@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # A running job whose progress has not moved for this long lost its worker; another run of the
 # task takes it over (the export is deterministic for its bound, so it starts again).
 STALE_AFTER = datetime.timedelta(minutes=5)
+# A job still queued this long after its task was sent lost the message (a broker outage at
+# commit, a flushed queue): the sweep sends it again, at most once per this interval. A
+# duplicate is harmless: the claim is one conditional UPDATE, the loser retries and then skips.
+RESEND_AFTER = datetime.timedelta(minutes=2)
+PURGE_BATCH = 500
 
 
 def job_paths(job: AuditExportJob) -> tuple[Path, Path]:
@@ -171,3 +176,52 @@ def audit_export_job_download(*, job: AuditExportJob, user, part: str) -> Path:
                      actor=user, payload={"part": part, "format": job.format, "file_sha256": job.file_sha256,
                                           "upto_seq": job.upto})
     return chosen
+
+
+def audit_export_jobs_resend(*, now: datetime.datetime | None = None) -> list[int]:
+    """Send the task again for every job left queued RESEND_AFTER after it was last sent
+    (``progress_at`` holds that time while the job is queued; the claim resets it)."""
+    now = now or timezone.now()
+    cutoff = now - RESEND_AFTER
+    ids = []
+    for job in AuditExportJob.objects.filter(state=AuditExportJob.State.QUEUED).order_by("id")[:PURGE_BATCH]:
+        if (job.progress_at or job.created_at) >= cutoff:
+            continue
+        # Marked first, conditionally: two sweeps at once send it once.
+        if AuditExportJob.objects.filter(pk=job.pk, state=AuditExportJob.State.QUEUED,
+                                         progress_at=job.progress_at).update(progress_at=now):
+            log.warning("export job %s still queued since %s: sending its task again", job.pk,
+                        (job.progress_at or job.created_at).isoformat())
+            enqueue_audit_export(job.pk)
+            ids.append(job.pk)
+    return ids
+
+
+def audit_export_jobs_purge(*, now: datetime.datetime | None = None) -> list[int]:
+    """Delete the finished jobs (done or failed) older than REVIEWDESK_EXPORT_RETENTION_DAYS:
+    their file and manifest, then their row. The record of each job (asked, written, every
+    download) stays in the audit chain; one ``audit.export_purged`` event lists the jobs removed.
+    A file that cannot be removed keeps its job for the next run."""
+    now = now or timezone.now()
+    days = settings.REVIEWDESK_EXPORT_RETENTION_DAYS
+    cutoff = now - datetime.timedelta(days=days)
+    jobs = list(AuditExportJob.objects.filter(
+        state__in=[AuditExportJob.State.DONE, AuditExportJob.State.FAILED], finished_at__lt=cutoff,
+    ).order_by("id")[:PURGE_BATCH])
+    removed = []
+    for job in jobs:
+        path, manifest_path = job_paths(job)
+        try:
+            for file in (path, manifest_path, path.with_name(path.name + ".partial")):
+                file.unlink(missing_ok=True)
+        except OSError:
+            log.exception("export job %s: cannot delete its files; kept for the next purge", job.pk)
+            continue
+        removed.append(job.pk)
+    if not removed:
+        return []
+    with transaction.atomic():
+        AuditExportJob.objects.filter(pk__in=removed).delete()
+        audit.record(action=AuditAction.AUDIT_EXPORT_PURGED, object_type="audit_export_job", object_id="purge",
+                     payload={"job_ids": removed, "retention_days": days, "finished_before": cutoff.isoformat()})
+    return removed
