@@ -48,6 +48,7 @@ Compatibility profiles, [[profile:NAME]], behaving like partial OpenAI-compatibl
                            with logprob -1e-13, i.e. certain whatever the model thought
   max-completion-tokens    HTTP 400 to max_tokens, asking for max_completion_tokens (newer
                            OpenAI models)
+  no-stream                HTTP 400 naming stream to stream=True (a server that cannot stream)
   llamacpp                 llamacpp-no-json-schema + no-logprobs-unless-top + grammar-logprobs
 
 The reply greets the customer named in "Customer X wrote", so tests can follow a redaction
@@ -296,6 +297,8 @@ def _refusal(body: dict, profiles: set[str]) -> Response | None:
                       "invalid_request_error", param="response_format")
     if "no-logprobs" in profiles and body.get("logprobs"):
         return _error(400, "logprobs is not supported with this model.", "invalid_request_error", param="logprobs")
+    if "no-stream" in profiles and body.get("stream"):
+        return _error(400, "stream is not supported by this server", "invalid_request_error", param="stream")
     if "max-completion-tokens" in profiles and "max_tokens" in body:
         return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
                            "Use 'max_completion_tokens' instead.", "invalid_request_error", param="max_tokens",
