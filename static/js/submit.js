@@ -80,7 +80,7 @@
 
   function keepWizardInUrl(root) {
     var form = root.querySelector && root.querySelector("form[data-wizard]");
-    if (!form || !window.history.replaceState) { return; }
+    if (!form || !form.getAttribute("data-wizard") || !window.history.replaceState) { return; }
     var url = new URL(window.location.href);
     var action = new URL(form.getAttribute("action"), window.location.href);
     if (url.pathname === action.pathname && url.searchParams.get("w") !== form.getAttribute("data-wizard")) {

@@ -18,6 +18,7 @@ def streamable_definition() -> dict:
     """customer-reply, made a workflow that releases every draft without blocking on content."""
     definition = yaml.safe_load((DEMO / "customer-reply.yaml").read_text())
     definition["slug"] = "customer-note"
+    definition["name"] = "Customer note"
     definition["output"] = {"format": "text"}
     definition["routing"].update(block_below=0.0, always_block_on=[])
     definition["pii"] = "allow"

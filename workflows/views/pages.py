@@ -38,44 +38,58 @@ def home(request):
 #
 # Each wizard (one browser tab filling one form) has its own id, carried in the URL (?w=...),
 # and its own answers in the session under that id: two tabs on the same workflow never see
-# each other's answers. Opening the form without an id starts a new wizard.
+# each other's answers. Opening the form without an id starts a new wizard. A client that
+# never sends an id (a script posting to the step URLs) keeps the one id-less wizard per
+# workflow and session it always had.
 
 WIZARDS = "wizards"
 MAX_WIZARDS = 20  # per session; the least recently used are forgotten
 _WIZARD_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _wizard_id(request) -> str | None:
+def _wizard_id(request, slug: str) -> str:
+    """The wizard this request belongs to: its valid ?w=, else the id-less one ("") if that
+    holds answers, else (a form opened afresh) a new id."""
     value = request.GET.get("w", "")
-    return value if _WIZARD_ID.fullmatch(value) else None
+    if _WIZARD_ID.fullmatch(value):
+        return value
+    if request.method == "POST" or _wizard(request, "", slug)["raw"]:
+        return ""
+    return uuid.uuid4().hex
+
+
+def _session_key(wizard_id: str, slug: str) -> str:
+    return wizard_id or f"{slug}:"
 
 
 def _wizard(request, wizard_id: str, slug: str) -> dict:
     """This tab's answers so far (empty for a new wizard or one of another workflow)."""
-    state = request.session.get(WIZARDS, {}).get(wizard_id)
+    state = request.session.get(WIZARDS, {}).get(_session_key(wizard_id, slug))
     if not state or state.get("slug") != slug:
         return {"slug": slug, "raw": {}, "token": ""}
     return state
 
 
 def _save_wizard(request, wizard_id: str, state: dict) -> None:
+    key = _session_key(wizard_id, state["slug"])
     wizards = dict(request.session.get(WIZARDS, {}))
-    wizards.pop(wizard_id, None)
+    wizards.pop(key, None)
     state = {**state, "touched": time.time()}
-    wizards[wizard_id] = state
+    wizards[key] = state
     for stale in sorted(wizards, key=lambda k: wizards[k].get("touched", 0))[:-MAX_WIZARDS]:
         del wizards[stale]
     request.session[WIZARDS] = wizards
 
 
-def _drop_wizard(request, wizard_id: str) -> None:
+def _drop_wizard(request, wizard_id: str, slug: str) -> None:
     wizards = dict(request.session.get(WIZARDS, {}))
-    if wizards.pop(wizard_id, None) is not None:
+    if wizards.pop(_session_key(wizard_id, slug), None) is not None:
         request.session[WIZARDS] = wizards
 
 
 def _step_url(slug: str, step: int, wizard_id: str) -> str:
-    return f"{reverse('submission_new_step', args=[slug, step])}?w={wizard_id}"
+    url = reverse("submission_new_step", args=[slug, step])
+    return f"{url}?w={wizard_id}" if wizard_id else url
 
 
 def _raw_from_post(post, form_class) -> dict:
@@ -96,7 +110,7 @@ def submission_new(request, slug: str, step: int = 1):
         raise Http404("No such step")
     if request.method == "GET" and "from" in request.GET:
         return _start_from(request, workflow, spec)
-    wizard_id = _wizard_id(request) or uuid.uuid4().hex
+    wizard_id = _wizard_id(request, slug)
     state = _wizard(request, wizard_id, slug)
     raw = state["raw"]
     form_class = step_form_class(steps[step - 1])
@@ -183,7 +197,7 @@ def _finish(request, version, spec, wizard_id: str, state: dict):
     token = state.get("token", "")
     key = f"wizard:{token}:{audit.content_hash(audit.canonical_json(data))[:16]}" if token else ""
     submission = services.submission_create(version=version, user=request.user, data=data, idempotency_key=key)
-    _drop_wizard(request, wizard_id)
+    _drop_wizard(request, wizard_id, version.workflow.slug)
     messages.success(request, "Submitted. A draft is being prepared.")
     return _goto(request, reverse("submission_detail", args=[submission.pk]))
 
