@@ -27,6 +27,14 @@ def plain_status(submission, *, review_due: datetime | None = None, offline: boo
     """``review_due``: when the open blocking review is due (ReviewTask.due_at), if any.
     ``still_checked``: an open review after release (async lane or audit sample)."""
     state = submission.state
+    if submission.retracted_at is not None and state in (SubmissionState.SUBMITTED, SubmissionState.GENERATING,
+                                                          SubmissionState.REGENERATING):
+        return PlainStatus(
+            "Drafting again…",
+            "The text released earlier was withdrawn and must not be used. A reviewer asked for a new draft; "
+            "it is being written.",
+            "working", working=True,
+        )
     if submission.retracted_at is not None:
         return PlainStatus(
             "Withdrawn: do not use",
