@@ -33,6 +33,14 @@ pytestmark = pytest.mark.e2e
 PHONE = {"width": 390, "height": 844}
 
 
+@pytest.fixture(autouse=True)
+def _close_the_connection_at_the_end():
+    """As in the other browser tests: a connection left open (these tests read rows between the
+    browser's steps) keeps the run from dropping its database."""
+    yield
+    connection.close()
+
+
 @pytest.fixture
 def asgi_server(celery_worker_process, transactional_db, tmp_path):
     """The app under uvicorn (reviewdesk.asgi, as gunicorn's uvicorn workers serve it), on this
