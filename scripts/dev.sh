@@ -138,7 +138,7 @@ worker_pid=$!
 
 setsid "$PY" -m uvicorn reviewdesk.asgi:application --host 127.0.0.1 --port "$PORT" \
     --reload --reload-dir reviewdesk --reload-dir workflows --reload-dir evals --reload-dir calibration \
-    --reload-dir costs --reload-dir templates --reload-include "*.html" &
+    --reload-dir costs &
 web_pid=$!
 
 # Run until Ctrl-C, or until either process exits on its own (then stop the other one too).
