@@ -37,4 +37,4 @@ USER reviewdesk
 
 EXPOSE 8000
 
-CMD ["gunicorn", "reviewdesk.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]
+CMD ["gunicorn", "reviewdesk.asgi:application", "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Local development run: migrate, seed the demo data, then a Celery worker plus Django's
-# dev server. Ctrl-C stops both. Usually started through `make run`.
+# Local development run: migrate, seed the demo data, then a Celery worker plus the web server
+# (uvicorn, ASGI, reloading on code changes). Ctrl-C stops both. Usually started through `make run`.
+#
+# uvicorn rather than `manage.py runserver`: the submission page's draft stream is an async view
+# (server-sent events), which runserver (WSGI) can only answer once the whole draft is written.
+# Static files come from whitenoise's finders in DEBUG, as runserver served them. Without
+# REDIS_URL there is nothing to stream (no Redis to carry the text): pages poll.
 #
 # Without DATABASE_URL / REDIS_URL this uses an embedded SQLite database (var/db.sqlite3) and
 # a filesystem broker (var/broker), so nothing else needs to be running.
@@ -38,6 +43,11 @@ if [[ -n "${REDIS_URL:-}" ]]; then
 else
     broker_desc="filesystem broker, var/broker (REDIS_URL unset)"
 fi
+if [[ -n "${REDIS_URL:-}" ]]; then
+    stream_desc="drafts stream onto the page where the workflow allows"
+else
+    stream_desc="no Redis: submission pages poll, drafts do not stream"
+fi
 if [[ -n "${OPENAI_API_KEY:-}" ]]; then
     llm_desc="OpenAI-compatible API at ${OPENAI_BASE_URL:-the OpenAI default endpoint}"
 else
@@ -71,7 +81,7 @@ cat <<EOF
    broker   : $broker_desc
    drafts   : $llm_desc
    worker   : $worker_desc
-   web      : http://127.0.0.1:$PORT/
+   web      : http://127.0.0.1:$PORT/ (uvicorn, ASGI; $stream_desc)
    logins   : submitter, reviewer, compliance, wfadmin
    password : reviewdesk-demo
  Ctrl-C stops the web server and the worker.
@@ -97,8 +107,8 @@ cleanup() {
         echo "dev.sh: stopping worker and web server..."
         # Both children run in their own session (setsid), so each is a process group leader.
         # The worker gets TERM on its main process only: a warm shutdown that lets running
-        # tasks finish and stops its pool itself. runserver gets TERM on its whole group, which
-        # also reaches the autoreloader's child that actually serves requests.
+        # tasks finish and stops its pool itself. uvicorn gets TERM on its whole group, which
+        # also reaches the reloader's child that actually serves requests.
         if alive "$worker_pid"; then kill -TERM "$worker_pid" 2>/dev/null || true; fi
         if [[ -n "$web_pid" ]]; then kill -TERM -- "-$web_pid" 2>/dev/null || true; fi
         local i
@@ -126,7 +136,9 @@ REVIEWDESK_DB_POOL_MAX="$worker_db_pool" setsid "$CELERY" -A reviewdesk worker -
     -P threads -c "$worker_threads" -Q "$worker_queues" -l info &
 worker_pid=$!
 
-setsid "$PY" manage.py runserver "127.0.0.1:$PORT" &
+setsid "$PY" -m uvicorn reviewdesk.asgi:application --host 127.0.0.1 --port "$PORT" \
+    --reload --reload-dir reviewdesk --reload-dir workflows --reload-dir evals --reload-dir calibration \
+    --reload-dir costs &
 web_pid=$!
 
 # Run until Ctrl-C, or until either process exits on its own (then stop the other one too).

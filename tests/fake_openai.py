@@ -20,6 +20,8 @@ form input it submits, exactly as a user would:
                      input's sentence that gives it orders, instead of answering the case
   [[self-talk]]      the draft talks about its own approval and confidence
   [[leak-pii]]       the draft contains an e-mail address and a phone number nobody supplied
+  [[plain]]          the answer is the reply's words as free text, not a JSON document
+  [[stream-delay:S]] a streamed answer (stream=True) waits S seconds before each token
   [[qa-grade:G]]     a grading request (system prompt "You grade a draft") answers grade G
                      (default 0.9)
 Besides markers, ``FakeModel.down`` is a set of model names that answer HTTP 503 to everything,
@@ -46,6 +48,7 @@ Compatibility profiles, [[profile:NAME]], behaving like partial OpenAI-compatibl
                            with logprob -1e-13, i.e. certain whatever the model thought
   max-completion-tokens    HTTP 400 to max_tokens, asking for max_completion_tokens (newer
                            OpenAI models)
+  no-stream                HTTP 400 naming stream to stream=True (a server that cannot stream)
   llamacpp                 llamacpp-no-json-schema + no-logprobs-unless-top + grammar-logprobs
 
 The reply greets the customer named in "Customer X wrote", so tests can follow a redaction
@@ -116,7 +119,10 @@ class FakeModel:
         failure = self._scripted_failure(body, user) or _refusal(body, _profiles(user))
         if failure is not None:
             return failure
-        return _json_response(200, self._completion(body, user))
+        completion = self._completion(body, user)
+        if body.get("stream"):
+            return _stream_response(completion, body, user)
+        return _json_response(200, completion)
 
     def _nth(self, marker: str, user: str) -> int:
         """How many requests (this one included) carried ``marker`` in this user message (a
@@ -176,6 +182,8 @@ class FakeModel:
             tone = "neutral" if model in self.drifted else "apologetic"
             answer = {"reply": f"Dear {greeting}, thank you for writing. ({len(user)} chars read)", "tone": tone}
         tokens = json_tokens(answer)
+        if "[[plain]]" in user and "reply" in answer:  # a free-text workflow: the reply's words only
+            tokens = [(w, "reply") for w in _WORD.findall(answer["reply"])]
         content = "".join(token for token, _ in tokens)
         uncertain = set(re.findall(r"\[\[uncertain:(\w+)\]\]", user))
 
@@ -207,6 +215,41 @@ class FakeModel:
             "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(tokens),
                       "total_tokens": len(user.split()) + len(tokens)},
         }
+
+
+def _stream_response(completion: dict, body: dict, user: str) -> Response:
+    """The answer as OpenAI streams it: server-sent events, one ``chat.completion.chunk`` per
+    token (its logprob with it when asked), the finish reason in the last choice chunk, then
+    (with ``stream_options.include_usage``) a chunk with no choices and the usage, then
+    ``data: [DONE]``. ``[[stream-delay:S]]`` waits S seconds before each token, so a test can
+    watch a page while the draft is written."""
+    delay = re.search(r"\[\[stream-delay:([\d.]+)\]\]", user)
+    pause = float(delay.group(1)) if delay else 0.0
+    choice = completion["choices"][0]
+    logprobs = (choice.get("logprobs") or {}).get("content")
+    tokens = [item["token"] for item in logprobs] if logprobs else _WORD.findall(choice["message"]["content"])
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
+            "model": completion["model"]}
+
+    def event(payload: dict) -> str:
+        return f"data: {json.dumps(payload)}\n\n"
+
+    def events():
+        yield event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "logprobs": None, "finish_reason": None}]})
+        for index, token in enumerate(tokens):
+            if pause:
+                time.sleep(pause)
+            piece = {"content": [logprobs[index]]} if logprobs else None
+            yield event({**base, "choices": [{"index": 0, "delta": {"content": token}, "logprobs": piece,
+                                              "finish_reason": None}]})
+        yield event({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                          "finish_reason": choice["finish_reason"]}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield event({**base, "choices": [], "usage": completion["usage"]})
+        yield "data: [DONE]\n\n"
+
+    return Response(events(), status=200, content_type="text/event-stream")
 
 
 @contextlib.contextmanager
@@ -254,6 +297,8 @@ def _refusal(body: dict, profiles: set[str]) -> Response | None:
                       "invalid_request_error", param="response_format")
     if "no-logprobs" in profiles and body.get("logprobs"):
         return _error(400, "logprobs is not supported with this model.", "invalid_request_error", param="logprobs")
+    if "no-stream" in profiles and body.get("stream"):
+        return _error(400, "stream is not supported by this server", "invalid_request_error", param="stream")
     if "max-completion-tokens" in profiles and "max_tokens" in body:
         return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
                            "Use 'max_completion_tokens' instead.", "invalid_request_error", param="max_tokens",

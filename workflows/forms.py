@@ -14,15 +14,49 @@ from django import forms
 from .definitions import FieldDef, StepDef
 from .models import RejectReason
 
+TOO_LONG_MESSAGE = (
+    "This answer is %(show_value)s characters long; the most it can take is %(limit_value)s. "
+    "Nothing was cut: please shorten it and send it again."
+)
+
+
+class _UncutLengthMixin:
+    """A text field whose limit is told, not enforced by cutting.
+
+    Django writes ``maxlength`` on the input, and browsers then cut a longer paste silently:
+    the submitter never learns that the end of their text is gone. The limit goes into
+    ``data-maxlength`` instead, which static/js/submit.js reads to warn as they paste or type,
+    and the form refuses an over-long answer with TOO_LONG_MESSAGE.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("error_messages", {}).setdefault("max_length", TOO_LONG_MESSAGE)
+        super().__init__(*args, **kwargs)
+
+    def widget_attrs(self, widget):
+        attrs = super().widget_attrs(widget)
+        limit = attrs.pop("maxlength", None)
+        if limit is not None:
+            attrs["data-maxlength"] = limit
+        return attrs
+
+
+class UncutCharField(_UncutLengthMixin, forms.CharField):
+    pass
+
+
+class UncutEmailField(_UncutLengthMixin, forms.EmailField):
+    pass
+
 
 def _form_field(field: FieldDef) -> forms.Field:
     common = {"label": field.label, "required": field.required, "help_text": field.help}
     if field.type == "text":
-        return forms.CharField(max_length=field.max_length or 1000, **common)
+        return UncutCharField(max_length=field.max_length or 1000, **common)
     if field.type == "textarea":
-        return forms.CharField(max_length=field.max_length or 20000, widget=forms.Textarea(attrs={"rows": 6}), **common)
+        return UncutCharField(max_length=field.max_length or 20000, widget=forms.Textarea(attrs={"rows": 6}), **common)
     if field.type == "email":
-        return forms.EmailField(max_length=field.max_length or 254, **common)
+        return UncutEmailField(max_length=field.max_length or 254, **common)
     if field.type == "choice":
         choices = [("", "— choose —")] + [(c, c) for c in field.choices]
         return forms.ChoiceField(choices=choices, **common)

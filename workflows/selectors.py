@@ -103,6 +103,12 @@ def submission_still_open(submission: Submission) -> bool:
     return not submission.is_terminal or submission.review_tasks.open().exists()
 
 
+def blocking_review_due(submission: Submission):
+    """When the open blocking review of this submission is due (the earliest, if two), or None."""
+    return (submission.review_tasks.open().filter(lane=Lane.BLOCKING_REVIEW).order_by("due_at")
+            .values_list("due_at", flat=True).first())
+
+
 def decisions_for_submission(submission: Submission) -> QuerySet[ReviewTask]:
     """The closed reviews of one submission, oldest first (the caller has scoped it)."""
     return submission.review_tasks.decided().select_related("decided_by").order_by("decided_at")

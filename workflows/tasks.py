@@ -12,6 +12,7 @@ from . import heartbeat, selectors, services
 from .dispatch import enqueue_generation
 from .pipeline import run
 from .pipeline.engines import default_engine
+from .pipeline.types import RunOptions
 from .vocab import FailureKind
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,20 @@ def generate_draft(self, submission_id: int) -> None:
 
 
 def _generate(submission_id: int, attempt: int, submission, spec) -> None:
+    sink = draft_sink(submission, attempt)
     try:
-        result = run(spec, submission.data, engine=default_engine(), feedback=submission.regenerate_feedback)
+        _draft_and_record(submission_id, attempt, submission, spec, sink)
+    finally:
+        if sink is not None:
+            # After the outcome is stored (lane, or failure): the page that reads "end" asks
+            # for the new state, which withdraws the text if the draft was held after all.
+            sink.finish()
+
+
+def _draft_and_record(submission_id: int, attempt: int, submission, spec, sink) -> None:
+    try:
+        result = run(spec, submission.data, engine=default_engine(), feedback=submission.regenerate_feedback,
+                     options=RunOptions(text_sink=sink))
     except Exception as exc:
         # Anything unexpected (a soft time limit, a bug) must still end the attempt visibly:
         # a submission left in "generating" would show a spinner forever.
@@ -66,6 +79,19 @@ def _generate(submission_id: int, attempt: int, submission, spec) -> None:
     if draft is not None:
         log.info("submission %s attempt %s: %s drafted, score %.2f, lane %s, %d calls, $%s",
                  submission_id, attempt, result.model, result.score, draft.lane, len(result.calls), result.cost_usd)
+
+
+def draft_sink(submission, attempt: int):
+    """Where this attempt's text goes while it is written, if its submitter may watch it
+    (workflows/draft_stream.py decides from the definition and the automation hold)."""
+    from . import draft_stream
+
+    if not draft_stream.available() or not draft_stream.streams_to_submitter(submission.workflow_version.spec):
+        return None
+    # Read only for workflows that could stream (one query): a held workflow blocks every draft.
+    if draft_stream.automation_held(submission.workflow_version.workflow_id):
+        return None
+    return draft_stream.RedisDraftSink(submission.pk, attempt)
 
 
 _PERSIST_WAITS = (0.2, 0.5, 1, 2, 4)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import audit, evidence, health, pages, review
+from .views import audit, evidence, health, pages, review, stream
 from .views import notifications as notification_views
 
 urlpatterns = [
@@ -12,6 +12,7 @@ urlpatterns = [
     path("submissions/", pages.submission_list, name="submission_list"),
     path("submissions/<int:pk>/", pages.submission_detail, name="submission_detail"),
     path("submissions/<int:pk>/retry/", pages.submission_retry, name="submission_retry"),
+    path("submissions/<int:pk>/stream/", stream.submission_stream, name="submission_stream"),
     path("submissions/<int:pk>/evidence/", evidence.evidence_page, name="submission_evidence"),
     path("submissions/<int:pk>/evidence.json", evidence.evidence_json, name="submission_evidence_json"),
     path("review/", review.review_queue, name="review_queue"),

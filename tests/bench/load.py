@@ -13,7 +13,7 @@ REVIEWDESK_NAMESPACE=bench<pid>., the fake OpenAI-compatible model server in its
 in the blocking review lane), and the Celery workers as docker-compose.yml starts them
 (-P threads -c 200, two processes). On top of it:
 
-* gunicorn as docker-compose.yml runs it (reviewdesk.wsgi, --workers 3, sync, access log), with
+* gunicorn as docker-compose.yml runs it (reviewdesk.asgi, uvicorn workers, --workers 3, access log), with
   production settings (DEBUG off, static files collected) on a loopback port;
 * --reviewers reviewer accounts and --submitters submitter accounts;
 * locust (tests/bench/locustfile.py) in its own process, headless: everyone logs in (the
@@ -237,7 +237,8 @@ class LoadBench:
         for name in a.web_env:
             key, _, value = name.partition("=")
             env[key] = value
-        cmd = [sys.executable, "-m", "gunicorn", "reviewdesk.wsgi:application", "--bind", f"127.0.0.1:{port}",
+        cmd = [sys.executable, "-m", "gunicorn", "reviewdesk.asgi:application",
+               "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"127.0.0.1:{port}",
                "--workers", str(a.web_workers), "--access-logfile", str(self.logdir / "access.log"),
                "--error-logfile", str(self.logdir / "gunicorn.log")]
         with open(self.logdir / "gunicorn.out", "w") as out:
@@ -260,7 +261,7 @@ class LoadBench:
                 raise SystemExit("load: gunicorn did not start:\n"
                                  + (self.logdir / "gunicorn.log").read_text(errors="replace")[-3000:])
             time.sleep(0.3)
-        say(f"gunicorn up on {self.web_url}: --workers {a.web_workers} (sync), production settings")
+        say(f"gunicorn up on {self.web_url}: --workers {a.web_workers} (uvicorn, ASGI), production settings")
 
     def locust_config(self) -> dict:
         a = self.args

@@ -102,7 +102,7 @@ def test_main_pages_load_under_the_csp_without_violations(transactional_db, demo
     expect(submitter.page.locator("#id_customer_name_error")).to_contain_text("This field is required")
     assert any(method == "POST" and "/new/" in url for method, url in submitter.htmx), submitter.htmx
     submitter.goto(f"/submissions/{submission.pk}/")
-    expect(submitter.page.locator("#submission-state")).to_have_text("Awaiting review")
+    expect(submitter.page.locator("#submission-state")).to_have_text("Waiting for a reviewer")
     submitter.goto("/submissions/")
     # The e-mail settings page (issue 8), reached from the navigation; saving a choice.
     submitter.page.click("header nav >> text=E-mail settings")
@@ -248,3 +248,30 @@ def test_review_page_states_load_under_the_csp(transactional_db, demo, live_serv
     _shot(reviewer.page, "csp-review-shortcuts")
     reviewer.assert_clean()
     reviewer.context.close()
+
+
+def test_the_submitters_pages_load_under_the_csp_without_violations(transactional_db, demo, live_server, browser):  # noqa: F811
+    """Issue 8's pages: the plain status with the way on (a failed request), the prefilled new
+    request, the wizard with its length counter (static/js/submit.js), the list and home."""
+    try:
+        failed = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
+                                            data=dict(CUSTOMER_REPLY_INPUT))
+        services.generation_claim(submission_id=failed.pk)
+        services.generation_fail(submission_id=failed.pk, attempt=1, kind="provider_unavailable", reason="503")
+    finally:
+        connection.close()
+    submitter = Watched(browser, live_server.url)
+    submitter.login("submitter")
+    submitter.goto(f"/submissions/{failed.pk}/")
+    expect(submitter.page.locator("#submission-state")).to_have_text("Could not be drafted")
+    submitter.page.click("#start-again")
+    expect(submitter.page.locator("#prefilled-notice")).to_be_visible()
+    # The counter and the warning are made by submit.js, with no inline style.
+    submitter.page.fill("#id_customer_name", "A" * 250)
+    expect(submitter.page.locator("#id_customer_name_field-warning")).to_contain_text("the most it can take is 200")
+    submitter.page.click("button[value=next]")
+    expect(submitter.page.locator("#id_customer_name_error")).to_contain_text("Nothing was cut")
+    submitter.goto("/submissions/")
+    submitter.goto("/")
+    submitter.assert_clean()
+    submitter.context.close()

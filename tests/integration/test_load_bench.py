@@ -1,6 +1,6 @@
 """The load bench (tests/bench/load.py, `make bench-load`) works end to end, so it cannot rot.
 
-It runs for a few seconds at a tiny rate (--smoke): its own database, gunicorn with one sync
+It runs for a few seconds at a tiny rate (--smoke): its own database, gunicorn with one uvicorn
 worker, one Celery worker, the fake model server, and locust with two reviewers and three
 submitters going through the real pages. The figures are not judged here (a busy machine
 changes them); what must hold is what the bench reports as its checks: submissions made

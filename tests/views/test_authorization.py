@@ -77,6 +77,14 @@ MATRIX = [
     ("submission_evidence_json", "GET", "/submissions/{sub_a}/evidence.json", (LOGIN, 200, 404, 200, 404, 200, 200, 404)),
     ("submission_evidence_json", "GET", "/submissions/{sub_dual}/evidence.json", (LOGIN, 404, 404, 200, 404, 200, 200, 404)),
     ("submission_retry",    "POST", "/submissions/{sub_a}/retry/",          (LOGIN, 409, 404, 409, 404, 409, 409, 404)),
+    # The draft as it is written (issue 8): the detail page's scope; 204 when there is nothing
+    # to stream (sub_a is routed), which tells EventSource to stop; the page polls.
+    ("submission_stream",   "GET",  "/submissions/{sub_a}/stream/",         (LOGIN, 204, 404, 204, 404, 204, 204, 404)),
+    ("submission_stream",   "GET",  "/submissions/{sub_dual}/stream/",      (LOGIN, 404, 404, 204, 404, 204, 204, 404)),
+    # A new request prefilled from one's own earlier request only.
+    ("submission_new",      "GET",  "/workflows/customer-reply/new/?from={sub_a}", (LOGIN, 302, 404, 404, 404, 404, 404, 404)),
+    # (A POST is a wizard step like any other: `from` is read on GET only.)
+    ("submission_new",      "POST", "/workflows/customer-reply/new/?from={sub_a}", (LOGIN, 422, 422, 404, 404, 422, 404, 404)),
     ("submission_retry",    "POST", "/submissions/{sub_fail}/retry/",       (LOGIN, 302, 404, 302, 404, 302, 409, 404)),
     ("audit_log",           "GET",  "/audit/",                              (LOGIN, 404, 404, 404, 404, 404, 200, 404)),
     ("audit_export",        "GET",  "/audit/export/?format=csv",            (LOGIN, 404, 404, 404, 404, 404, 200, 404)),

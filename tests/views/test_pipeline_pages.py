@@ -27,6 +27,8 @@ def test_a_failed_draft_speaks_plainly_to_the_submitter_and_offers_a_retry(peopl
     assert "/srv/models" not in page.html and "Error code" not in page.html
     assert "try again automatically" in page.by_id("failure-message").text
     assert page.by_id("retry") is not None
+    # And the other way on: a new request with the same answers, to change before sending.
+    assert page.by_id("start-again").attrs["href"] == f"/workflows/customer-reply/new/?from={submission.pk}"
     # Staff see the provider's own words; compliance reads but may not retry.
     reviewer_page = Page(client_for("reviewer_a").get(f"/submissions/{submission.pk}/"))
     assert "/srv/models/llama.gguf" in reviewer_page.by_id("failure-detail").text

@@ -10,9 +10,11 @@ from workflows.models import AuditEvent, Submission
 
 from .html import Page
 
-NEW = "/workflows/customer-reply/new/"
-STEP1 = "/workflows/customer-reply/new/1/"
-STEP2 = "/workflows/customer-reply/new/2/"
+# One wizard (one browser tab): its id rides in the URL, and its answers are kept under it.
+WIZ = "0123456789abcdef0123456789abcdef"
+NEW = f"/workflows/customer-reply/new/?w={WIZ}"
+STEP1 = f"/workflows/customer-reply/new/1/?w={WIZ}"
+STEP2 = f"/workflows/customer-reply/new/2/?w={WIZ}"
 GOOD_STEP1 = {"customer_name": "Ann Example", "customer_email": "ann@example.com", "channel": "email"}
 GOOD_STEP2 = {"complaint": "My parcel arrived broken.", "order_value": "42.50", "refund_offered": "on"}
 
@@ -59,7 +61,7 @@ def test_step_one_renders_its_fields_with_labels(submitter):
         (STEP1, {**GOOD_STEP1, "customer_name": ""}, "customer_name", "This field is required."),
         (STEP1, {**GOOD_STEP1, "channel": "fax"}, "channel", "Select a valid choice. fax is not one of the available choices."),
         (STEP1, {**GOOD_STEP1, "customer_email": "ann-at-example"}, "customer_email", "Enter a valid email address."),
-        (STEP1, {**GOOD_STEP1, "customer_name": "x" * 201}, "customer_name", "Ensure this value has at most 200 characters (it has 201)."),
+        (STEP1, {**GOOD_STEP1, "customer_name": "x" * 201}, "customer_name", "This answer is 201 characters long; the most it can take is 200. Nothing was cut"),
         (STEP2, {**GOOD_STEP2, "order_value": "-1"}, "order_value", "Ensure this value is greater than or equal to 0."),
         (STEP2, {**GOOD_STEP2, "complaint": ""}, "complaint", "This field is required."),
     ],
@@ -190,3 +192,96 @@ def test_a_new_wizard_after_a_submission_creates_a_new_one_even_with_the_same_da
         submitter.post(STEP1, GOOD_STEP1)
         submitter.post(STEP2, GOOD_STEP2)
     assert Submission.objects.count() == 2
+
+
+# --- issue 8: each tab's answers apart, a new request prefilled, no silent cut ---------------
+
+OTHER = "fedcba9876543210fedcba9876543210"
+
+
+def _wizard_forms(page):
+    return [node for node in page.all("form") if "data-wizard" in node.attrs]
+
+
+def test_two_wizards_on_one_workflow_keep_their_answers_apart(submitter):
+    tab_a, tab_b = WIZ, OTHER
+    ann = {**GOOD_STEP1, "customer_name": "Ann Example"}
+    bob = {**GOOD_STEP1, "customer_name": "Bob Other", "customer_email": "bob@example.com"}
+    assert submitter.post(f"/workflows/customer-reply/new/1/?w={tab_a}", ann)["Location"].endswith(f"?w={tab_a}")
+    assert submitter.post(f"/workflows/customer-reply/new/1/?w={tab_b}", bob)["Location"].endswith(f"?w={tab_b}")
+    # Each tab reads back its own answers, in the same session.
+    assert Page(submitter.get(f"/workflows/customer-reply/new/1/?w={tab_a}")).value("customer_name") == "Ann Example"
+    assert Page(submitter.get(f"/workflows/customer-reply/new/1/?w={tab_b}")).value("customer_name") == "Bob Other"
+    # Tab B finishes first; tab A's request is still Ann's, and still open.
+    submitter.post(f"/workflows/customer-reply/new/2/?w={tab_b}", GOOD_STEP2)
+    assert Page(submitter.get(f"/workflows/customer-reply/new/1/?w={tab_a}")).value("customer_name") == "Ann Example"
+    submitter.post(f"/workflows/customer-reply/new/2/?w={tab_a}", {**GOOD_STEP2, "complaint": "Ann's own words."})
+    by_name = {s.data["customer_name"]: s.data for s in Submission.objects.all()}
+    assert by_name["Ann Example"]["customer_email"] == "ann@example.com"
+    assert by_name["Ann Example"]["complaint"] == "Ann's own words."
+    assert by_name["Bob Other"]["customer_email"] == "bob@example.com"
+    assert by_name["Bob Other"]["complaint"] == GOOD_STEP2["complaint"]
+
+
+def test_opening_the_form_starts_a_new_wizard_each_time(submitter):
+    first, second = (Page(submitter.get("/workflows/customer-reply/new/")) for _ in range(2))
+    (form1,), (form2,) = _wizard_forms(first), _wizard_forms(second)
+    id1, id2 = form1.attrs["data-wizard"], form2.attrs["data-wizard"]
+    assert id1 != id2 and len(id1) == len(id2) == 32
+    assert form1.attrs["action"] == f"/workflows/customer-reply/new/1/?w={id1}"
+    assert form1.attrs["hx-post"] == form1.attrs["action"]
+
+
+def test_a_malformed_wizard_id_is_not_used(submitter):
+    submitter.post(STEP1, GOOD_STEP1)
+    response = submitter.get("/workflows/customer-reply/new/1/?w=../../etc")
+    assert response.status_code == 200
+    (form,) = _wizard_forms(Page(response))
+    assert form.attrs["data-wizard"] != WIZ and Page(response).value("customer_name") in (None, "")
+
+
+def test_an_over_long_answer_is_refused_not_cut_and_the_input_has_no_maxlength(submitter):
+    page = Page(submitter.get(STEP2))
+    complaint = page.by_id("id_complaint")
+    assert "maxlength" not in complaint.attrs, "a browser would cut a paste at maxlength without a word"
+    limit = int(complaint.attrs["data-maxlength"])
+    text = "x" * (limit + 5)
+    submitter.post(STEP1, GOOD_STEP1)
+    response = submitter.post(STEP2, {**GOOD_STEP2, "complaint": text})
+    assert response.status_code == 422
+    refused = Page(response)
+    assert_error_beside(refused, "complaint", f"This answer is {limit + 5:,} characters long".replace(",", ""))
+    assert "Nothing was cut" in refused.by_id("id_complaint_error").text
+    assert refused.value("complaint") == text, "the whole text comes back, to be shortened in place"
+    assert Submission.objects.count() == 0
+
+
+def test_a_new_request_prefilled_from_an_earlier_one(submitter, people, routed, client_for):
+    earlier = routed(people["submitter"], lane="blocking_review")
+    response = submitter.get(f"/workflows/customer-reply/new/?from={earlier.pk}")
+    assert response.status_code == 302
+    location = response["Location"]
+    assert location.startswith("/workflows/customer-reply/new/1/?w=")
+    step1 = Page(submitter.get(location))
+    assert step1.by_id("prefilled-notice") is not None
+    for name in ("customer_name", "customer_email", "channel"):
+        assert step1.value(name) == earlier.data[name], name
+    step2_url = location.replace("/new/1/", "/new/2/")
+    step2 = Page(submitter.get(step2_url))
+    assert step2.value("complaint") == earlier.data["complaint"]
+    assert step2.value("refund_offered") is True, "a ticked box comes back ticked"
+    # Sending it as it is makes a new request with the same answers; the earlier one is untouched.
+    submitter.post(location, {n: earlier.data[n] for n in ("customer_name", "customer_email", "channel")})
+    submitter.post(step2_url, {"complaint": step2.value("complaint"), "order_value": step2.value("order_value"),
+                               "refund_offered": "on"})
+    newer = Submission.objects.exclude(pk=earlier.pk).get()
+    assert newer.data == earlier.data
+
+
+def test_only_ones_own_request_can_prefill_a_new_one(people, routed, client_for):
+    theirs = routed(people["other_submitter"], lane="blocking_review")
+    assert client_for("submitter").get(f"/workflows/customer-reply/new/?from={theirs.pk}").status_code == 404
+    assert client_for("submitter").get("/workflows/customer-reply/new/?from=abc").status_code == 404
+    # Another workflow's request does not fill this one's form.
+    mine = routed(people["submitter"], lane="blocking_review", slug="underwriting-memo")
+    assert client_for("submitter").get(f"/workflows/customer-reply/new/?from={mine.pk}").status_code == 404

@@ -123,7 +123,7 @@ def run(
     cached = cache_lookup_stage(ctx, options) if not feedback else None
     budget_check_stage(spec)
     try:
-        reply = cached or call_stage(ctx, prompt, ctx.models, CallPurpose.DRAFT)
+        reply = cached or call_stage(ctx, prompt, ctx.models, CallPurpose.DRAFT, text_sink=options.text_sink)
     except _AllModelsFailed as exc:
         return _failed(ctx, exc)
     if cached is not None:
@@ -172,7 +172,8 @@ def render_stage(spec: WorkflowDefinition, redacted_values: dict[str, Any], feed
 
 
 @stage("call")
-def call_stage(ctx: _Run, prompt: RenderedPrompt, models: list[str], purpose: CallPurpose) -> EngineReply:
+def call_stage(ctx: _Run, prompt: RenderedPrompt, models: list[str], purpose: CallPurpose,
+               text_sink=None) -> EngineReply:
     """Try each model in turn (primary, then the fallbacks); the engine retries within one."""
     failures: list[ModelUnavailable] = []
     for model in models:
@@ -180,7 +181,10 @@ def call_stage(ctx: _Run, prompt: RenderedPrompt, models: list[str], purpose: Ca
             failures.append(ModelUnavailable(model, "no time left in the task for another call", ()))
             break
         try:
-            reply = ctx.engine.complete(_request(ctx, prompt, model, purpose))
+            request = _request(ctx, prompt, model, purpose)
+            if text_sink is not None:
+                request = replace(request, text_sink=text_sink)
+            reply = ctx.engine.complete(request)
         except ModelUnavailable as exc:
             ctx.calls.extend(_priced(exc.calls))
             failures.append(exc)

@@ -32,6 +32,10 @@ class ModelRequest:
     # offline engine). A model never sees them except through the rendered prompt.
     values: Mapping[str, Any] = field(default_factory=dict)
     field_names: tuple[str, ...] = ()
+    # Where the engine writes the answer's text as it arrives (the submitter's page), or None.
+    # Only the first draft request of a run carries one (pipeline.run); the engine still
+    # returns the whole reply as without it.
+    text_sink: "TextSink | None" = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -179,3 +183,16 @@ class RunOptions:
     # Seconds the whole run may take (every call, retry, repair, QA and cascade); None: the
     # REVIEWDESK_RUN_BUDGET_SECONDS setting, which fits inside the task's time limit.
     time_budget_seconds: float | None = None
+    # Receives the first draft's text while the model writes it (workflows/draft_stream.py);
+    # the caller decides whether this workflow's drafts may be shown before routing.
+    text_sink: "TextSink | None" = None
+
+
+class TextSink(Protocol):
+    """Receives a draft's text while it is written (workflows.draft_stream.RedisDraftSink)."""
+
+    def start(self) -> None:
+        """A new answer begins (a retried request starts over)."""
+
+    def write(self, delta: str) -> None:
+        """The next piece of text."""

@@ -57,6 +57,21 @@ def _fill(schema: dict[str, Any], key: str, values: dict[str, Any]) -> Any:
     return f"[offline draft] {key.replace('_', ' ').capitalize()} based on {_summary(values)}"[:2000]
 
 
+# When a page is watching, the offline draft is written out a few words at a time, as a model
+# would, so the demo shows the draft appearing (a run without a watcher pays nothing for it).
+STREAM_WORDS_PER_PIECE = 3
+STREAM_PIECE_SECONDS = 0.08
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+
+def _write_in_pieces(sink, content: str) -> None:
+    sink.start()
+    words = _PIECE.findall(content)
+    for index in range(0, len(words), STREAM_WORDS_PER_PIECE):
+        sink.write("".join(words[index:index + STREAM_WORDS_PER_PIECE]))
+        time.sleep(STREAM_PIECE_SECONDS)
+
+
 def _certainty(values: dict[str, Any], field_names: tuple[str, ...], text: str) -> float:
     filled = sum(1 for name in field_names if values.get(name) not in (None, "", []))
     completeness = filled / len(field_names) if field_names else 1.0
@@ -76,6 +91,8 @@ class OfflineEngine:
             content = json.dumps(_fill(request.json_schema, "draft", values), ensure_ascii=False)
         else:
             content = f"[offline draft] {_summary(values)}"
+        if request.text_sink is not None:
+            _write_in_pieces(request.text_sink, content)
         words_in, words_out = len((request.system + request.user).split()), len(content.split())
         call = CallRecord(
             purpose=request.purpose,

@@ -157,6 +157,7 @@ class _Exchange:
         self.guessed = False  # an unexplained 5xx was already taken for a refusal
         self.sure_refusal = False  # the server named a parameter it refused
         self.calls: list[CallRecord] = []
+        self.stream_refused = False  # the server answered 4xx to stream=True: ask plainly
         self.failures = 0  # requests that spend the retry budget (and count for the breaker)
         retries = settings.REVIEWDESK_LLM_MAX_RETRIES
         self.max_failures = retries + 1
@@ -200,12 +201,31 @@ class _Exchange:
         return openai.Timeout(total, connect=min(self.request.timeouts.connect, total))
 
     def _send(self, timeout: openai.Timeout) -> _Answer:
+        kwargs = request_kwargs(self.request, self.params)
+        sink = self.request.text_sink
+        if sink is None or self.stream_refused:
+            return self._send_plain(kwargs, timeout)
+        try:
+            # include_usage: the last chunk carries the token counts a plain answer has, so
+            # cost tracking is the same streamed or not; logprobs come with each chunk.
+            stream = self.engine.client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}, timeout=timeout)
+        except openai.APIStatusError as exc:
+            if exc.status_code not in (400, 422) or "stream" not in _status_text(exc).lower():
+                raise
+            # A server that cannot stream still answers: the page polls instead. Not a retry.
+            self._record(CallOutcome.REFUSED_PARAMETER, time.monotonic(), http_status=exc.status_code,
+                         error=f"refused streaming, sending again without it: {_status_text(exc)}")
+            self.stream_refused = True
+            return self._send_plain(kwargs, timeout)
+        return collect_stream(stream, sink, deadline=time.monotonic() + timeout.read)
+
+    def _send_plain(self, kwargs: dict, timeout: openai.Timeout) -> _Answer:
         # The raw response, read by _Answer: the client's typed ChatCompletion is built by
         # validating every field (each token's logprob entry included) through pydantic, which
         # cost about 2 ms of CPU per answer, under the GIL, for the few fields used here.
         # Errors are raised as before (APIStatusError, timeouts, connection errors).
-        raw = self.engine.client.chat.completions.with_raw_response.create(
-            **request_kwargs(self.request, self.params), timeout=timeout)
+        raw = self.engine.client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
         return _Answer.read(raw.http_response)
 
     def _reply(self, response: _Answer, started: float) -> EngineReply:
@@ -313,6 +333,59 @@ class _Exchange:
 
     def _last_error(self) -> str:
         return self.calls[-1].error if self.calls else "none"
+
+
+def collect_stream(stream, sink, *, deadline: float):
+    """Read a streamed answer into the shape of a plain one (``_Answer``), writing each
+    piece of text to ``sink`` as it arrives.
+
+    Errors while reading the body come from httpx, not from the openai client (which wraps
+    only what happens before the first byte): they are turned into the client's own timeout
+    and connection errors, so the retry loop treats a stream that broke off like a request
+    that failed. The total timeout holds for the whole body, not for each chunk.
+    """
+    import httpx
+
+    content: list[str] = []
+    logprobs: list = []
+    finish_reason = None
+    model = usage = None
+    has_choice = False
+    sink.start()
+    try:
+        for chunk in stream:
+            model = model or chunk.model
+            usage = chunk.usage or usage
+            for choice in chunk.choices[:1]:
+                has_choice = True
+                if choice.delta is not None and choice.delta.content:
+                    content.append(choice.delta.content)
+                    sink.write(choice.delta.content)
+                if choice.logprobs is not None and choice.logprobs.content:
+                    logprobs.extend(choice.logprobs.content)
+                finish_reason = choice.finish_reason or finish_reason
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the streamed answer took longer than its total timeout")
+    except httpx.TimeoutException as exc:
+        raise openai.APITimeoutError(request=stream.response.request) from exc
+    except httpx.HTTPError as exc:
+        raise openai.APIConnectionError(message=f"the streamed answer broke off: {exc}",
+                                        request=stream.response.request) from exc
+    finally:
+        stream.close()
+    usage_tokens = {
+        "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+        "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
+        "cached_tokens": getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0,
+    }
+    choices = ()
+    if has_choice:
+        choices = (_Choice(
+            content="".join(content),
+            finish_reason=finish_reason or "",
+            logprobs=tuple(TokenLogprob(t.token, float(t.logprob)) for t in logprobs) or None,
+        ),)
+    return _Answer(model=model or "", choices=choices, **usage_tokens)
 
 
 def budget_seconds(total_timeout: float, retries: int) -> float:

@@ -1,0 +1,105 @@
+"""The draft as it is written, for the submission page: server-sent events (issue 8, section 3).
+
+An async view: one open connection per watching page for the seconds a draft takes, which a
+sync worker would hold a whole thread for. Under ASGI (uvicorn workers, docker-compose.yml) it
+waits on Redis in the event loop; the scoped lookup before it runs in a thread like any sync
+view. Whether anything is published at all is the worker's decision
+(workflows/draft_stream.streams_to_submitter); this view adds the reader's checks: the
+submission is in their scope (else 404), still being drafted, and its workflow may stream.
+Otherwise it answers 204, which tells EventSource not to reconnect: the page polls instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from django.views.decorators.http import require_safe
+
+from .. import draft_stream, selectors
+
+log = logging.getLogger(__name__)
+
+# A page watches one draft at most this long; then it polls (a draft takes seconds, a stalled
+# one is the sweep's business, not a connection's).
+MAX_SECONDS = 180
+BLOCK_MS = 1000
+PING_SECONDS = 15
+
+
+def _target(user, pk: int):
+    """The submission (scoped: 404 outside the reader's scope) and whether to stream it now."""
+    submission = selectors.submission_for(user, pk)
+    streams = (
+        draft_stream.available()
+        and submission.is_drafting
+        and draft_stream.streams_to_submitter(submission.workflow_version.spec)
+    )
+    return submission, streams
+
+
+@require_safe
+async def submission_stream(request, pk: int):
+    user = await request.auser()
+    submission, streams = await sync_to_async(_target)(user, pk)
+    if not streams:
+        return HttpResponse(status=204)
+    last_id = request.headers.get("Last-Event-ID", "0-0")
+    if not _valid_id(last_id):
+        last_id = "0-0"
+    response = StreamingHttpResponse(
+        _events(submission.pk, submission.attempts, last_id), content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
+    return response
+
+
+def _valid_id(value: str) -> bool:
+    left, _, right = value.partition("-")
+    return left.isdigit() and right.isdigit() and len(value) < 50
+
+
+async def _events(submission_id: int, attempt: int, last_id: str):
+    """Entries of the submission's stream as SSE events, from ``last_id`` on, until the
+    attempt's "end" entry (or MAX_SECONDS). Entries of another attempt are skipped: a retried
+    or regenerated submission's page shows only the draft now being written."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=BLOCK_MS / 1000 + 5)
+    key = draft_stream.stream_key(submission_id)
+    started = last_ping = time.monotonic()
+    wanted = str(attempt).encode()
+    try:
+        yield "retry: 3000\n\n"
+        while time.monotonic() - started < MAX_SECONDS:
+            batches = await client.xread({key: last_id}, block=BLOCK_MS, count=200)
+            for _key, entries in batches or ():
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    if fields.get(b"a") != wanted:
+                        continue
+                    kind = fields.get(b"k", b"").decode()
+                    if kind == "text":
+                        data = json.dumps({"t": fields.get(b"t", b"").decode("utf-8", "replace")})
+                        yield f"id: {last_id}\nevent: text\ndata: {data}\n\n"
+                    elif kind == "start":
+                        yield f"id: {last_id}\nevent: reset\ndata: {{}}\n\n"
+                    elif kind == "end":
+                        yield f"id: {last_id}\nevent: end\ndata: {{}}\n\n"
+                        return
+            if time.monotonic() - last_ping > PING_SECONDS:
+                last_ping = time.monotonic()
+                yield ": still drafting\n\n"
+        yield "event: end\ndata: {}\n\n"
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception:  # noqa: BLE001 - the page falls back to polling; say why in the log
+        log.warning("draft stream of submission %s broke off", submission_id, exc_info=True)
+        yield "event: end\ndata: {}\n\n"
+    finally:
+        await client.aclose()
