@@ -426,3 +426,11 @@ def queue_approved_by(user, task_ids) -> set[int]:
 
     return set(ReviewApproval.objects.filter(task_id__in=list(task_ids), reviewer=user, superseded=False)
                .values_list("task_id", flat=True))
+
+
+def current_approvers(task: ReviewTask) -> list:
+    """The reviewers whose approvals count for the task's current text (the caller scoped it)."""
+    from django.contrib.auth import get_user_model
+
+    return list(get_user_model().objects.filter(pk__in=task.approvals.filter(superseded=False).values("reviewer_id"))
+                .order_by("username"))

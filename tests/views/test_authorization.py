@@ -53,6 +53,14 @@ MATRIX = [
     ("submission_detail",   "GET",  "/submissions/{sub_dual}/",             (LOGIN, 404, 404, 200, 404, 200, 200, 404)),
     ("review_queue",        "GET",  "/review/",                             (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
     ("review_next",         "POST", "/review/next/",                        (LOGIN, 404, 404, 302, 302, 302, 404, 404)),
+    ("review_queue_counts", "GET",  "/review/counts/",                      (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
+    ("review_queue_counts", "GET",  "/review/counts/?lane=x&workflow=y",    (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
+    # Nothing selected: back to the queue with a message, nothing confirmed.
+    ("review_bulk_confirm", "POST", "/review/bulk-confirm/",                (LOGIN, 404, 404, 302, 302, 302, 404, 404)),
+    # No lease held: the heartbeat is refused (409, JSON with the reason).
+    ("review_lease",        "POST", "/review/{task_a}/lease/",              (LOGIN, 404, 404, 409, 404, 409, 404, 404)),
+    ("review_lease",        "POST", "/review/{task_b}/lease/",              (LOGIN, 404, 404, 404, 409, 404, 404, 404)),
+    ("review_lease",        "POST", "/review/{task_dual}/lease/",           (LOGIN, 404, 404, 409, 404, 404, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_a}/",                    (LOGIN, 404, 404, 200, 404, 200, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_b}/",                    (LOGIN, 404, 404, 404, 200, 404, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_dual}/",                 (LOGIN, 404, 404, 200, 404, 404, 404, 404)),

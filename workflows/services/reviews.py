@@ -70,6 +70,8 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
     task = _open_task(task_id, user)
     if task.lease_active and task.claimed_by_id != user.pk:
         raise DomainError(f"This review is claimed by {task.claimed_by} until {task.lease_expires_at:%H:%M} UTC.")
+    if task.approvals_given and task.approvals.filter(reviewer=user, superseded=False).exists():
+        raise DomainError("You approved this text already; a second reviewer decides it now.")
     task.claimed_by = user
     task.lease_expires_at = timezone.now() + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
     track(task, user, "claimed").save()

@@ -156,6 +156,13 @@ def review_bulk_confirm(request):
     return render_page(request, "workflows/review_bulk_confirm.html", context)
 
 
+def _approvals_context(task, user) -> dict:
+    if task.approvals_required < 2 or not task.approvals_given:
+        return {"approvers": [], "i_approved": False}
+    approvers = selectors.current_approvers(task)
+    return {"approvers": [u.get_username() for u in approvers], "i_approved": any(u.pk == user.pk for u in approvers)}
+
+
 def _detail_context(request, task, **forms):
     draft = task.draft
     submission = task.submission
@@ -178,6 +185,8 @@ def _detail_context(request, task, **forms):
         "reject_form": forms.get("reject_form") or RejectForm(),
         "regenerate_form": forms.get("regenerate_form") or RegenerateForm(),
         "error": forms.get("error"),
+        # Two approvals (routing.two_approvals): who approved the current text so far.
+        **_approvals_context(task, request.user),
     }
     return context
 
