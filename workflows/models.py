@@ -488,11 +488,18 @@ class ReviewTask(models.Model):
         ordering = ["due_at", "created_at"]
         indexes = [
             models.Index(fields=["state", "lane"]),
-            # The queue's order over open tasks only: the page, its keyset pages and Next
-            # read the index in order and stop, whatever the number of decided tasks.
+            # The queue's order over open tasks only, per tab (lane and audit sample): the page,
+            # its keyset pages, the capped counts and Next read the index in order and stop,
+            # whatever the number of decided tasks; a rare tab (the audit sample) is a short
+            # range of its own rather than a filter over the whole async lane.
             models.Index(
-                models.F("lane"), models.F("due_at").asc(nulls_last=True), models.F("priority").desc(), models.F("id"),
-                condition=models.Q(state="open"), name="reviewtask_open_queue",
+                models.F("lane"), models.F("sampled"), models.F("due_at").asc(nulls_last=True), models.F("priority").desc(),
+                models.F("id"), condition=models.Q(state="open"), name="reviewtask_open_queue",
+            ),
+            # The same order across lanes: Next without a lane (the most urgent anywhere).
+            models.Index(
+                models.F("due_at").asc(nulls_last=True), models.F("priority").desc(), models.F("id"),
+                condition=models.Q(state="open"), name="reviewtask_open_next",
             ),
         ]
         constraints = [

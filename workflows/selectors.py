@@ -304,13 +304,15 @@ def daily_volume(workflow: Workflow, *, days: int = 30) -> float:
 # an after-the-fact review; they sit in the async lane with sampled=True and are kept out of
 # its tab, so bulk confirm never sweeps them up).
 QUEUE_TABS = {
-    Lane.BLOCKING_REVIEW: ("Blocking review", Q(lane=Lane.BLOCKING_REVIEW)),
+    # (sampled=False is always so in the blocking lane; saying it lets the tab use its index range.)
+    Lane.BLOCKING_REVIEW: ("Blocking review", Q(lane=Lane.BLOCKING_REVIEW, sampled=False)),
     Lane.ASYNC_REVIEW: ("Async review", Q(lane=Lane.ASYNC_REVIEW, sampled=False)),
     "audit_sample": ("Audit sample", Q(lane=Lane.ASYNC_REVIEW, sampled=True)),
 }
 QUEUE_AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1), "7d": timedelta(days=7)}
-# Counts stop here ("999+"): a count is a LIMITed index walk, never a scan of every open task.
-QUEUE_COUNT_CAP = 999
+# Counts stop here ("99+"): a count is a LIMITed index walk (at most 100 rows a tab), never a
+# scan of every open task. Past a hundred the number changes nothing a reviewer does.
+QUEUE_COUNT_CAP = 99
 # The columns a queue row shows; the wide ones (Draft.content, parsed, score_components,
 # earlier_attempts, Submission.data, ...) are never read or decoded for a list.
 QUEUE_ROW_FIELDS = (

@@ -45,7 +45,7 @@ def customer_reply_with(demo):
 
 def _row(page, pk) -> tuple[str, list[str]]:
     """The text and the link texts of one queue row."""
-    (html,) = re.findall(rf'<tr data-task="{pk}">(.*?)</tr>', page.html, re.S)
+    (html,) = re.findall(rf'<tr data-task="{pk}"[^>]*>(.*?)</tr>', page.html, re.S)
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
     return text, [re.sub(r"<[^>]+>", "", a).strip() for a in re.findall(r"<a\b[^>]*>(.*?)</a>", html, re.S)]
 
