@@ -34,7 +34,9 @@ def _queue_context(request, filters):
     now = timezone.now()
     approved = selectors.queue_approved_by(request.user, [t.pk for t in page.rows]) if any(
         t.approvals_given for t in page.rows) else set()
+    detail = reverse("review_detail", args=[0]).removesuffix("0/")  # one reverse() for the page, not two a row
     for task in page.rows:
+        task.url = f"{detail}{task.pk}/"
         task.held_by_other = task.lease_active and task.claimed_by_id != request.user.pk
         task.i_approved = task.pk in approved
         task.findings_list = task.finding_codes.split()
