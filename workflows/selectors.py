@@ -392,10 +392,17 @@ def queue_scope(user) -> QuerySet[ReviewTask]:
     """Open tasks this reviewer may work, without the joins a page of rows needs."""
     if not has_role(user, REVIEWER):
         return ReviewTask.objects.none()
-    reviewable = Workflow.objects.filter(_reviewable_workflows_q(user)).values("pk")
+    # The reviewer's workflows as a list of ids, read once per request: the page's four
+    # statements (rows, three counts) and Next then plan a plain IN list instead of each
+    # planning a semi-join through the user's groups (measured: planning was most of the cost).
+    ids = getattr(user, "_queue_workflow_ids", None)
+    if ids is None:
+        ids = user._queue_workflow_ids = list(
+            Workflow.objects.filter(_reviewable_workflows_q(user)).values_list("pk", flat=True).distinct()
+        )
     return (
         ReviewTask.objects.open()
-        .filter(submission__workflow_version__workflow__in=reviewable)
+        .filter(submission__workflow_version__workflow_id__in=ids)
         .exclude(submission__submitted_by=user)
     )
 

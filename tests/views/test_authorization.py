@@ -268,7 +268,7 @@ def test_four_eyes_own_submission_is_not_in_the_queue(people, routed, client_for
     assert f'href="/review/{other_task.pk}/"' in body
     assert f'href="/review/{own_task.pk}/"' not in body
     # The count is of reviews this user may do, so their own is not counted either.
-    assert '<span class="count" data-lane="blocking_review">1</span>' in body
+    assert '<span class="count" data-lane="blocking_review" id="count-blocking_review">1</span>' in body
     assert client.get(f"/review/{own_task.pk}/").status_code == 404
     assert client.post(f"/review/{own_task.pk}/claim/").status_code == 404
     own_task.refresh_from_db()
