@@ -192,3 +192,44 @@ def test_the_live_count_moves_when_an_item_arrives(queue, live_server, browser, 
     narrow.goto(f"{base}/review/?lane=blocking_review")
     _shot(narrow, "queue-390px-blocking")
     narrow.context.close()
+
+
+def test_the_heartbeat_renews_the_lease_while_active_and_says_when_it_is_lost(queue, live_server, browser):  # noqa: F811
+    """static/js/app.js renews every 60 s while the page is visible and used; coming back to the
+    tab (visibilitychange) beats at once, which this test uses instead of waiting a minute."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflows.models import ReviewTask
+
+    base = live_server.url
+    page = _login(browser, base, "reviewer")
+    page.goto(f"{base}/review/?lane=blocking_review")
+    page.click("#next-item")
+    expect(page).to_have_url(re.compile(r"/review/\d+/$"))
+    pk = int(re.search(r"/review/(\d+)/", page.url).group(1))
+    _off_the_loop(lambda: ReviewTask.objects.filter(pk=pk).update(lease_expires_at=timezone.now() + timedelta(minutes=1)))
+    page.keyboard.press("Shift")  # the reviewer is active
+    with page.expect_response(lambda r: r.url.endswith(f"/review/{pk}/lease/")) as beat:
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    assert beat.value.status == 200
+    expires = _off_the_loop(lambda: ReviewTask.objects.get(pk=pk).lease_expires_at)
+    assert expires > timezone.now() + timedelta(minutes=3), "renewed to about five minutes ahead"
+    expect(page.locator("[data-lease-until]")).to_have_text(f"{expires:%H:%M} UTC")
+
+    def taken():
+        from django.contrib.auth import get_user_model
+
+        ReviewTask.objects.filter(pk=pk).update(lease_expires_at=_past())
+        services.review_claim(task_id=pk, user=get_user_model().objects.get(username="reviewer2"))
+
+    _off_the_loop(taken)
+    page.fill("textarea[name=edited_output]", EDITED)
+    with page.expect_response(lambda r: r.url.endswith(f"/review/{pk}/lease/")) as beat:
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    assert beat.value.status == 409
+    expect(page.locator("#lease-lost")).to_contain_text("reviewer2 holds this review now")
+    expect(page.locator("textarea[name=edited_output]")).to_have_value(EDITED)  # the page keeps the text
+    _shot(page, "queue-heartbeat-lease-lost")
+    page.context.close()

@@ -423,3 +423,15 @@ def test_the_keyset_pages_walk_every_row_once_in_queue_order(people, routed, cli
     expected = list(selectors.queue_tasks(people["reviewer_a"], selectors.QueueFilters()).values_list("pk", flat=True))
     assert seen == expected and sorted(seen) == sorted(ids)
     assert seen[:2] == sorted(ids[1:3]) and set(seen[-3:]) == set(ids[6:])
+
+
+def test_next_takes_from_the_tab_on_screen_after_an_htmx_switch(people, routed, client_for):
+    async_task = _task(routed(people["submitter"], lane="async_review"))
+    routed(people["submitter"])  # a blocking one, more urgent by lane default
+    client = client_for("reviewer_a")
+    partial = client.get("/review/?lane=async_review", headers={"HX-Request": "true"}).content.decode()
+    assert partial.lstrip().startswith('<div id="queue"')
+    (lane,) = re.findall(r'<form[^>]*id="next-form">.*?name="lane" value="([a-z_]+)"', partial, re.S)
+    assert lane == "async_review"
+    answer = client.post("/review/next/", {"lane": lane})
+    assert answer.status_code == 302 and answer["Location"] == f"/review/{async_task.pk}/"
