@@ -55,10 +55,28 @@ document.addEventListener("click", function (event) {
         if (until) { until.textContent = answer.body.until; }
       } else if (answer.status === 409) {
         stopped = true;
-        var lost = document.getElementById("lease-lost");
-        if (lost) { lost.textContent = answer.body.error + " Your text stays here; nothing was saved."; lost.hidden = false; }
+        leaseLost(lease, answer.body);
       }
     }).catch(function () { /* offline for a moment: the next beat tries again */ });
+  }
+
+  /* The lease is gone: the page stops offering decisions it would refuse (and the release),
+     keeps the reviewer's text, and, when nobody else took the item, offers to claim it again
+     with the text carried (the claim view puts it back in the editor). */
+  function leaseLost(lease, body) {
+    var holds = lease.querySelector("p.muted");
+    if (holds) { holds.hidden = true; }
+    var lost = document.getElementById("lease-lost");
+    if (lost) { lost.textContent = body.error + " Your text stays here; nothing was saved."; lost.hidden = false; }
+    document.querySelectorAll("#decision .decisions button, #release").forEach(function (button) { button.disabled = true; });
+    var reclaim = document.getElementById("reclaim-form");
+    if (reclaim && !body.held_by_other) {
+      reclaim.hidden = false;
+      reclaim.addEventListener("submit", function () {
+        var editor = document.querySelector("textarea[name=edited_output]");
+        if (editor) { reclaim.querySelector("input[name=edited_output]").value = editor.value; }
+      });
+    }
   }
 
   setInterval(beat, EVERY_MS);

@@ -231,5 +231,31 @@ def test_the_heartbeat_renews_the_lease_while_active_and_says_when_it_is_lost(qu
     assert beat.value.status == 409
     expect(page.locator("#lease-lost")).to_contain_text("reviewer2 holds this review now")
     expect(page.locator("textarea[name=edited_output]")).to_have_value(EDITED)  # the page keeps the text
+    expect(page.locator("#approve")).to_be_disabled()  # no decision offered that would be refused
+    expect(page.locator("#reclaim")).to_be_hidden()  # someone else holds it: no claim either
     _shot(page, "queue-heartbeat-lease-lost")
+    page.context.close()
+
+
+def test_an_expired_lease_seen_by_the_heartbeat_offers_to_claim_again_with_the_text(queue, live_server, browser):  # noqa: F811
+    from workflows.models import ReviewTask
+
+    base = live_server.url
+    page = _login(browser, base, "reviewer")
+    page.goto(f"{base}/review/?lane=blocking_review")
+    page.click("#next-item")
+    expect(page).to_have_url(re.compile(r"/review/\d+/$"))
+    pk = int(re.search(r"/review/(\d+)/", page.url).group(1))
+    page.fill("textarea[name=edited_output]", EDITED)
+    _off_the_loop(lambda: ReviewTask.objects.filter(pk=pk).update(lease_expires_at=_past()))
+    with page.expect_response(lambda r: r.url.endswith(f"/review/{pk}/lease/")) as beat:
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    assert beat.value.status == 409
+    expect(page.locator("#lease-lost")).to_contain_text("Your lease on this review has expired")
+    expect(page.locator("#approve")).to_be_disabled()
+    page.click("#reclaim")
+    expect(page.locator("textarea[name=edited_output]")).to_have_value(EDITED)
+    expect(page.locator("#approve")).to_be_enabled()
+    page.click("#approve")
+    expect(page.locator(".msg-success")).to_contain_text("approved with your edit")
     page.context.close()

@@ -161,8 +161,17 @@ def review_lease_renew(*, task_id: int, user):
     if not task.is_open:
         raise DomainError("This review is already closed.")
     if task.lease_active:
-        raise DomainError(f"{task.claimed_by} holds this review now, until {task.lease_expires_at:%H:%M} UTC.")
-    raise DomainError("Your lease on this review has expired; claim it again to decide.")
+        raise LeaseLost(f"{task.claimed_by} holds this review now, until {task.lease_expires_at:%H:%M} UTC.",
+                        held_by_other=True)
+    raise LeaseLost("Your lease on this review has expired; claim it again to decide.", held_by_other=False)
+
+
+class LeaseLost(DomainError):
+    """A heartbeat for a lease that is gone: ``held_by_other`` says whether someone took it."""
+
+    def __init__(self, message: str, *, held_by_other: bool):
+        super().__init__(message)
+        self.held_by_other = held_by_other
 
 
 @transaction.atomic

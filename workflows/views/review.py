@@ -110,7 +110,8 @@ def review_lease(request, pk: int):
     try:
         expires = services.review_lease_renew(task_id=task.pk, user=request.user)
     except DomainError as exc:
-        return JsonResponse({"ok": False, "error": str(exc)}, status=409)
+        return JsonResponse({"ok": False, "error": str(exc), "held_by_other": getattr(exc, "held_by_other", False)},
+                            status=409)
     return JsonResponse({"ok": True, "expires_at": expires.isoformat(), "until": f"{expires:%H:%M} UTC"})
 
 
