@@ -68,6 +68,7 @@ bench: venv
 	$(PY) -m tests.bench.bench_chain --events $(BENCH_AUDIT_EVENTS)
 	$(PY) -m tests.bench.bench_export --events $(BENCH_AUDIT_EVENTS)
 	$(PY) -m tests.bench.bench_eval
+	$(PY) -m tests.bench.bench_queue $(BENCH_QUEUE_ARGS)
 	$(PY) -m tests.bench.load $(BENCH_LOAD_ARGS)
 
 # The load bench alone (tests/bench/load.py; same database, Redis and naming rules as bench).

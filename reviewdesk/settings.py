@@ -281,6 +281,9 @@ REVIEWDESK_DRAFT_CACHE = "drafts"
 # Price table overrides (pipeline/pricing.py): a JSON object or the path to a JSON file.
 REVIEWDESK_PRICES = env_str("REVIEWDESK_PRICES", "")
 REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
+# The review page's heartbeat (every minute while the reviewer is active) keeps the lease this
+# far ahead; a reviewer who leaves loses it this long after their last heartbeat.
+REVIEWDESK_LEASE_RENEW_MINUTES = env_int("REVIEWDESK_LEASE_RENEW_MINUTES", 5, minimum=2)
 # Rows per page of every list (submissions, review queues, audit trail): views.common.paginate.
 REVIEWDESK_PAGE_SIZE = env_int("REVIEWDESK_PAGE_SIZE", 50, minimum=1)
 # A generation claimed longer ago than this is considered abandoned (worker died) and may be

@@ -178,7 +178,36 @@ class GuardrailsDef(_Strict):
     blocked_topics: dict[str, list[Annotated[str, Field(min_length=1)]]] = {}
 
 
+# Queue priorities, lowest first; stored on ReviewTask.priority as their rank (workflows/queue.py).
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+class PriorityRuleDef(_Strict):
+    """Raise a review's priority when a form value matches: ``{field: order_value, gte: 1000,
+    priority: high}``. Exactly one comparison; a rule never lowers the workflow's priority."""
+
+    field: str = Field(pattern=NAME_RE)
+    priority: Literal[PRIORITIES]  # type: ignore[valid-type]
+    gte: Decimal | None = None
+    gt: Decimal | None = None
+    lte: Decimal | None = None
+    lt: Decimal | None = None
+    equals: str | int | bool | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+
+    @model_validator(mode="after")
+    def _one_comparison(self):
+        given = [k for k in ("gte", "gt", "lte", "lt", "equals", "in_") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of gte, gt, lte, lt, equals, in")
+        return self
+
+
 class RoutingDef(_Strict):
+    priority: Literal[PRIORITIES] = "normal"  # type: ignore[valid-type]
+    priority_rules: list[PriorityRuleDef] = []
+    # The blocking lane needs two distinct reviewers' approvals of the same text.
+    two_approvals: bool = False
     auto_approve_at: float = Field(default=0.90, ge=0, le=1)
     block_below: float = Field(default=0.60, ge=0, le=1)
     always_block_on: list[str] = ["schema_invalid", "pii_in_output", "guardrail"]
@@ -281,6 +310,14 @@ class WorkflowDefinition(_Strict):
             for placeholder in PLACEHOLDER_RE.findall(getattr(self.prompt, part)):
                 if placeholder not in names and placeholder not in RESERVED_NAMES:
                     raise _KeyedError(("prompt", part), f"{{{{ {placeholder} }}}} names no form field")
+        return self
+
+    @model_validator(mode="after")
+    def _priority_rule_fields(self):
+        names = {f.name for step in self.form.steps for f in step.fields}
+        for r, rule in enumerate(self.routing.priority_rules):
+            if rule.field not in names:
+                raise _KeyedError(("routing", "priority_rules", r, "field"), f"'{rule.field}' names no form field")
         return self
 
     @model_validator(mode="after")

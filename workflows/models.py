@@ -477,13 +477,39 @@ class ReviewTask(models.Model):
     escalated_to = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # When the reviewers' digest took this (blocking) task up: each task is announced once.
     announced_at = models.DateTimeField(null=True, blank=True)
+    # The queue (docs/ARCHITECTURE.md "Review queue"): the effective priority (the workflow's
+    # routing.priority raised by its priority_rules, workflows/queue.py), the draft's finding
+    # codes copied as " code code " so list rows and the finding filter never decode
+    # Draft.findings, and how many distinct approvals the decision needs (2 with
+    # routing.two_approvals in the blocking lane) with how many the current text has.
+    priority = models.SmallIntegerField(default=0)
+    finding_codes = models.CharField(max_length=300, blank=True, default="")
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    approvals_given = models.PositiveSmallIntegerField(default=0)
+    # The text the approvals so far are for, when a first approver edited the draft.
+    pending_output = models.TextField(blank=True, default="")
     history = HistoricalRecords()
 
     objects = ReviewTaskQuerySet.as_manager()
 
     class Meta:
         ordering = ["due_at", "created_at"]
-        indexes = [models.Index(fields=["state", "lane"])]
+        indexes = [
+            models.Index(fields=["state", "lane"]),
+            # The queue's order over open tasks only, per tab (lane and audit sample): the page,
+            # its keyset pages, the capped counts and Next read the index in order and stop,
+            # whatever the number of decided tasks; a rare tab (the audit sample) is a short
+            # range of its own rather than a filter over the whole async lane.
+            models.Index(
+                models.F("lane"), models.F("sampled"), models.F("due_at").asc(nulls_last=True), models.F("priority").desc(),
+                models.F("id"), condition=models.Q(state="open"), name="reviewtask_open_queue",
+            ),
+            # The same order across lanes: Next without a lane (the most urgent anywhere).
+            models.Index(
+                models.F("due_at").asc(nulls_last=True), models.F("priority").desc(), models.F("id"),
+                condition=models.Q(state="open"), name="reviewtask_open_next",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["draft"], condition=models.Q(state="open"), name="uniq_open_review_per_draft"
@@ -512,6 +538,24 @@ class ReviewTask(models.Model):
         if new_state not in REVIEW_TRANSITIONS[self.state]:
             raise IllegalTransition(f"Review #{self.pk} cannot go from {self.state} to {new_state}.")
         self.state = new_state
+
+
+class ReviewApproval(models.Model):
+    """One reviewer's approval of one text of a review that needs two (routing.two_approvals).
+    An edit by a later reviewer supersedes the approvals of the text it changed."""
+
+    task = models.ForeignKey(ReviewTask, on_delete=models.PROTECT, related_name="approvals")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    output_hash = models.CharField(max_length=64)
+    superseded = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "reviewer"], condition=models.Q(superseded=False), name="uniq_current_approval_per_reviewer"
+            )
+        ]
 
 
 class AuditEvent(models.Model):

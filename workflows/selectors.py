@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .denials import get_in_scope
@@ -310,3 +310,152 @@ def daily_volume(workflow: Workflow, *, days: int = 30) -> float:
     if first is None:
         return 0.0
     return recent.count() / max((now - first).total_seconds() / 86400, 1.0)
+
+
+# --- the review queue (docs/ARCHITECTURE.md "Review queue") ---------------------------------
+
+# Tabs of the queue: the two review lanes, and the audit sample (auto-approved drafts drawn for
+# an after-the-fact review; they sit in the async lane with sampled=True and are kept out of
+# its tab, so bulk confirm never sweeps them up).
+QUEUE_TABS = {
+    # (sampled=False is always so in the blocking lane; saying it lets the tab use its index range.)
+    Lane.BLOCKING_REVIEW: ("Blocking review", Q(lane=Lane.BLOCKING_REVIEW, sampled=False)),
+    Lane.ASYNC_REVIEW: ("Async review", Q(lane=Lane.ASYNC_REVIEW, sampled=False)),
+    "audit_sample": ("Audit sample", Q(lane=Lane.ASYNC_REVIEW, sampled=True)),
+}
+QUEUE_AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1), "7d": timedelta(days=7)}
+# Counts stop here ("99+"): a count is a LIMITed index walk (at most 100 rows a tab), never a
+# scan of every open task. Past a hundred the number changes nothing a reviewer does.
+QUEUE_COUNT_CAP = 99
+# The columns a queue row shows; the wide ones (Draft.content, parsed, score_components,
+# earlier_attempts, Submission.data, ...) are never read or decoded for a list.
+QUEUE_ROW_FIELDS = (
+    "id", "submission_id", "draft_id", "lane", "sampled", "state", "claimed_by_id", "lease_expires_at", "due_at",
+    "priority", "finding_codes", "approvals_required", "approvals_given", "created_at", "overdue_at", "escalated_at",
+    "submission__id", "submission__submitted_by_id", "submission__workflow_version_id",
+    "submission__submitted_by__id", "submission__submitted_by__username",
+    "submission__workflow_version__id", "submission__workflow_version__workflow_id",
+    "submission__workflow_version__workflow__id", "submission__workflow_version__workflow__name",
+    "submission__workflow_version__workflow__slug",
+    "draft__id", "draft__score", "claimed_by__id", "claimed_by__username",
+)
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """The queue's filters after validation; ``notices`` says what was ignored and why."""
+
+    tab: str = Lane.BLOCKING_REVIEW
+    workflow: str = ""
+    age: str = ""
+    finding: str = ""
+    notices: tuple[str, ...] = ()
+
+    def q(self, *, with_tab: bool = True) -> Q:
+        q = QUEUE_TABS[self.tab][1] if with_tab else Q()
+        if self.workflow:
+            q &= Q(submission__workflow_version__workflow__slug=self.workflow)
+        if self.age:
+            q &= Q(created_at__lte=timezone.now() - QUEUE_AGES[self.age])
+        if self.finding == "none":
+            q &= Q(finding_codes="")
+        elif self.finding == "any":
+            q &= ~Q(finding_codes="")
+        elif self.finding:
+            q &= Q(finding_codes__contains=f" {self.finding} ")
+        return q
+
+    def as_query(self) -> dict[str, str]:
+        return {k: v for k, v in (("lane", self.tab), ("workflow", self.workflow), ("age", self.age),
+                                  ("finding", self.finding)) if v}
+
+
+def queue_filters(user, params) -> QueueFilters:
+    """Read the queue's filters from a query string. A value that is not offered is ignored
+    with a notice (a stale link still shows the queue, never an error page)."""
+    from .vocab import Finding
+
+    notices = []
+    tab = params.get("lane") or Lane.BLOCKING_REVIEW
+    if tab not in QUEUE_TABS:
+        notices.append(f"There is no lane “{tab[:40]}”; showing the blocking lane.")
+        tab = Lane.BLOCKING_REVIEW
+    workflow = params.get("workflow") or ""
+    if workflow and workflow not in {slug for slug, _ in queue_workflows(user)}:
+        notices.append(f"You review no workflow “{workflow[:80]}”; showing all of yours.")
+        workflow = ""
+    age = params.get("age") or ""
+    if age and age not in QUEUE_AGES:
+        notices.append(f"“{age[:20]}” is not an age this queue offers; showing all ages.")
+        age = ""
+    finding = params.get("finding") or ""
+    if finding and finding not in {"none", "any", *Finding}:
+        notices.append(f"“{finding[:40]}” is not a finding; showing items with and without findings.")
+        finding = ""
+    return QueueFilters(tab=tab, workflow=workflow, age=age, finding=finding, notices=tuple(notices))
+
+
+def queue_workflows(user) -> list[tuple[str, str]]:
+    """(slug, name) of the workflows this reviewer reviews: the workflow filter's choices."""
+    if not has_role(user, REVIEWER):
+        return []
+    return list(Workflow.objects.filter(_reviewable_workflows_q(user)).distinct().order_by("name").values_list("slug", "name"))
+
+
+def queue_scope(user) -> QuerySet[ReviewTask]:
+    """Open tasks this reviewer may work, without the joins a page of rows needs."""
+    if not has_role(user, REVIEWER):
+        return ReviewTask.objects.none()
+    # The reviewer's workflows as a list of ids, read once per request: the page's four
+    # statements (rows, three counts) and Next then plan a plain IN list instead of each
+    # planning a semi-join through the user's groups (measured: planning was most of the cost).
+    ids = getattr(user, "_queue_workflow_ids", None)
+    if ids is None:
+        ids = user._queue_workflow_ids = list(
+            Workflow.objects.filter(_reviewable_workflows_q(user)).values_list("pk", flat=True).distinct()
+        )
+    groups = getattr(user, "_queue_group_ids", None)
+    if groups is None:
+        groups = user._queue_group_ids = list(user.groups.values_list("pk", flat=True))
+    # Plus exactly the tasks escalated to one of the user's groups (review_tasks_for's rule).
+    scope = Q(submission__workflow_version__workflow_id__in=ids) | Q(escalated_at__isnull=False,
+                                                                   escalated_to_id__in=groups)
+    return ReviewTask.objects.open().filter(scope).exclude(submission__submitted_by=user)
+
+
+QUEUE_ORDER = (F("due_at").asc(nulls_last=True), F("priority").desc(), F("id").asc())
+
+
+def queue_tasks(user, filters: QueueFilters) -> QuerySet[ReviewTask]:
+    """One tab of the queue in its order: due time first (overdue work on top), then priority,
+    then age. The partial index reviewtask_open_queue serves this order."""
+    return (
+        queue_scope(user)
+        .filter(filters.q())
+        .select_related("submission__workflow_version__workflow", "submission__submitted_by", "draft", "claimed_by")
+        .only(*QUEUE_ROW_FIELDS)
+        .order_by(*QUEUE_ORDER)
+    )
+
+
+def queue_counts_capped(user, filters: QueueFilters) -> dict[str, int]:
+    """Open tasks per tab under the other filters, each counted only up to QUEUE_COUNT_CAP + 1
+    rows (a LIMITed subquery), so a poll costs the same at 100 or 100,000 open tasks."""
+    base = queue_scope(user).filter(filters.q(with_tab=False))
+    return {tab: base.filter(q).order_by()[: QUEUE_COUNT_CAP + 1].count() for tab, (_, q) in QUEUE_TABS.items()}
+
+
+def queue_approved_by(user, task_ids) -> set[int]:
+    """Which of these tasks this reviewer has already given an approval that still counts."""
+    from .models import ReviewApproval
+
+    return set(ReviewApproval.objects.filter(task_id__in=list(task_ids), reviewer=user, superseded=False)
+               .values_list("task_id", flat=True))
+
+
+def current_approvers(task: ReviewTask) -> list:
+    """The reviewers whose approvals count for the task's current text (the caller scoped it)."""
+    from django.contrib.auth import get_user_model
+
+    return list(get_user_model().objects.filter(pk__in=task.approvals.filter(superseded=False).values("reviewer_id"))
+                .order_by("username"))

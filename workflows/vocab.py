@@ -43,6 +43,8 @@ class AuditAction(StrEnum):
     REVIEW_EDITED = "review.edited"
     REVIEW_REJECTED = "review.rejected"
     REVIEW_REGENERATE_REQUESTED = "review.regenerate_requested"
+    # One approval of a review that needs two (routing.two_approvals); the task stays open.
+    REVIEW_APPROVAL_RECORDED = "review.approval_recorded"
     OUTPUT_RELEASED = "output.released"
     OUTPUT_RETRACTED = "output.retracted"
     WORKFLOW_PUBLISHED = "workflow.published"

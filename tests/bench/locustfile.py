@@ -47,7 +47,7 @@ CONFIG = json.loads(Path(os.environ["LOAD_CONFIG"]).read_text()) if os.environ.g
 }
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-UNCLAIMED_ROW = re.compile(r'<td>—</td>\s*<td><a class="button small" href="/review/(\d+)/"')
+UNCLAIMED_ROW = re.compile(r'<tr data-task="(\d+)" data-free>')  # free: nobody holds it
 ANY_ROW = re.compile(r'href="/review/(\d+)/"')
 TEXTAREA = re.compile(r'<textarea name="edited_output"[^>]*>(.*?)</textarea>', re.S)
 SUBMISSION_URL = re.compile(r"/submissions/(\d+)/")
@@ -295,7 +295,7 @@ class Reviewer(BrowserUser):
             # Nothing to review: the page's htmx trigger polls the queue (every 15 s) until
             # something comes; people glance at it and reload sooner now and then.
             self.think([CONFIG["poll"] / 3, CONFIG["poll"]])
-            self.client.get("/review/?lane=blocking_review", name="GET /review/ (htmx poll)",
+            self.client.get("/review/counts/?lane=blocking_review", name="GET /review/counts/ (htmx poll)",
                             headers={"HX-Request": "true"}, timeout=self.timeout)
             return
         pk = random.choice(queue)

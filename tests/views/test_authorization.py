@@ -53,6 +53,14 @@ MATRIX = [
     ("submission_detail",   "GET",  "/submissions/{sub_dual}/",             (LOGIN, 404, 404, 200, 404, 200, 200, 404)),
     ("review_queue",        "GET",  "/review/",                             (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
     ("review_next",         "POST", "/review/next/",                        (LOGIN, 404, 404, 302, 302, 302, 404, 404)),
+    ("review_queue_counts", "GET",  "/review/counts/",                      (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
+    ("review_queue_counts", "GET",  "/review/counts/?lane=x&workflow=y",    (LOGIN, 404, 404, 200, 200, 200, 404, 404)),
+    # Nothing selected: back to the queue with a message, nothing confirmed.
+    ("review_bulk_confirm", "POST", "/review/bulk-confirm/",                (LOGIN, 404, 404, 302, 302, 302, 404, 404)),
+    # No lease held: the heartbeat is refused (409, JSON with the reason).
+    ("review_lease",        "POST", "/review/{task_a}/lease/",              (LOGIN, 404, 404, 409, 404, 409, 404, 404)),
+    ("review_lease",        "POST", "/review/{task_b}/lease/",              (LOGIN, 404, 404, 404, 409, 404, 404, 404)),
+    ("review_lease",        "POST", "/review/{task_dual}/lease/",           (LOGIN, 404, 404, 409, 404, 404, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_a}/",                    (LOGIN, 404, 404, 200, 404, 200, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_b}/",                    (LOGIN, 404, 404, 404, 200, 404, 404, 404)),
     ("review_detail",       "GET",  "/review/{task_dual}/",                 (LOGIN, 404, 404, 200, 404, 404, 404, 404)),
@@ -272,7 +280,7 @@ def test_four_eyes_own_submission_is_not_in_the_queue(people, routed, client_for
     assert f'href="/review/{other_task.pk}/"' in body
     assert f'href="/review/{own_task.pk}/"' not in body
     # The count is of reviews this user may do, so their own is not counted either.
-    assert '<span class="count" data-lane="blocking_review">1</span>' in body
+    assert '<span class="count" data-lane="blocking_review" id="count-blocking_review">1</span>' in body
     assert client.get(f"/review/{own_task.pk}/").status_code == 404
     assert client.post(f"/review/{own_task.pk}/claim/").status_code == 404
     own_task.refresh_from_db()

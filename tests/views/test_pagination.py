@@ -107,23 +107,49 @@ def test_every_review_task_is_reachable_and_the_tab_count_agrees(queue_of, clien
         assert "lane=blocking_review" in url, "the lane is kept across pages"
 
 
-def test_the_queue_poll_keeps_the_page(queue_of, client_for):
+def test_the_queue_pages_by_keyset_and_polls_only_its_counts(queue_of, client_for, people, routed):
+    """The queue pages with a cursor (no OFFSET), keeps the lane across pages, and its 15 s poll
+    asks for the counts only (out-of-band swaps), never re-reading the rows."""
     queue_of(15)
     client = client_for("reviewer_a")
-    response = client.get("/review/?lane=blocking_review&page=2", headers={"HX-Request": "true"})
-    page = Page(response)
-    (queue,) = page.all("div", id="queue")
-    poll = unescape(queue.attrs["hx-get"])
-    assert "page=2" in poll and "lane=blocking_review" in poll
-    # The poll answers with the same rows the reviewer is looking at.
-    assert _queue_rows(Page(client.get(poll, headers={"HX-Request": "true"}))) == _queue_rows(page)
+    first = Page(client.get("/review/?lane=blocking_review", headers={"HX-Request": "true"}))
+    (next_link,) = first.all("a", rel="next")
+    url = unescape(next_link.attrs["href"])
+    assert "after=" in url and "lane=blocking_review" in url and "page=" not in url
     # Pager links swap the queue in place and push the URL, and still work as plain links.
-    for link in page.all("a", rel="prev") + page.all("a", rel="next"):
-        assert link.attrs["hx-target"] == "#queue" and link.attrs["hx-push-url"] == "true"
-        assert link.attrs["href"] == link.attrs["hx-get"]
-    # A junk page from an old link is polled as the page it resolved to, not kept as junk.
-    junk = Page(client.get("/review/?lane=blocking_review&page=abc", headers={"HX-Request": "true"}))
-    assert "page=1" in unescape(junk.all("div", id="queue")[0].attrs["hx-get"])
+    assert next_link.attrs["hx-target"] == "#queue" and next_link.attrs["hx-push-url"] == "true"
+    assert next_link.attrs["href"] == next_link.attrs["hx-get"]
+    second = Page(client.get(url, headers={"HX-Request": "true"}))
+    assert second.all("span", class_="pager-status")[0].text == "8–14 of 15"
+    assert not set(_queue_rows(first)) & set(_queue_rows(second))
+    (poll,) = second.all("div", id="queue-poll")
+    poll_url = unescape(poll.attrs["hx-get"])
+    assert poll_url.startswith("/review/counts/?") and "lane=blocking_review" in poll_url and "shown=15" in poll_url
+    assert poll.attrs["hx-trigger"] == "every 15s" and "data-poll-when-idle" in poll.attrs
+    answer = client.get(poll_url, headers={"HX-Request": "true"}).content.decode()
+    assert 'href="/review/' not in answer.replace('href="/review/?', ""), "the poll carries no rows"
+    assert re.search(r'id="count-blocking_review" hx-swap-oob="true">15<', answer)
+    assert re.search(r'<p id="queue-fresh"[^>]*hidden', answer), "nothing new: the notice stays hidden"
+    routed(people["submitter"])  # a new item arrives
+    answer = client.get(poll_url, headers={"HX-Request": "true"}).content.decode()
+    assert re.search(r'id="count-blocking_review" hx-swap-oob="true">16<', answer)
+    assert "The queue changed since this list was shown: 16 now." in answer
+
+
+@pytest.mark.parametrize("junk", ["abc", "~~", "-~x~1", "2026-01-01T00:00:00~0~1",  # naive time
+                                  "9999-12-31T00:00:00+00:00~0~" + BIG, "9999-12-31T00:00:00+00:00~0~1", "%00", "a~b~c~d"])
+def test_a_junk_queue_cursor_gives_the_first_page_with_a_notice(queue_of, client_for, junk):
+    queue_of(15)
+    client = client_for("reviewer_a")
+    first = _queue_rows(Page(client.get("/review/?lane=blocking_review")))
+    for headers in ({}, {"HX-Request": "true"}):
+        response = client.get("/review/", {"lane": "blocking_review", "after": junk}, headers=headers)
+        assert response.status_code == 200, junk
+        page = Page(response)
+        if _queue_rows(page) != first:  # a well-formed cursor past the end is an empty last page
+            assert _queue_rows(page) == [] and junk.endswith("~0~1") and junk.startswith("9999"), junk
+        else:
+            assert "That page link is not valid any more" in page.html, junk
 
 
 def test_the_queue_page_after_rows_were_decided_is_the_last_page(queue_of, client_for, people):
@@ -135,9 +161,9 @@ def test_the_queue_page_after_rows_were_decided_is_the_last_page(queue_of, clien
     assert sorted(_queue_rows(Page(response))) == sorted(tasks[9:])
 
 
+# The queue pages by keyset (a cursor, not ?page=): test_a_junk_queue_cursor_... covers it.
 LISTS = {
     "submissions": ("submitter", "/submissions/", _submission_rows),
-    "queue": ("reviewer_a", "/review/?lane=blocking_review", _queue_rows),
     "audit": ("compliance", "/audit/", _audit_rows),
 }
 

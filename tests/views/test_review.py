@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -142,7 +143,7 @@ def test_queue_shows_counts_per_lane_and_only_the_lane_asked_for(people, routed,
 
     async_page = Page(reviewer.get("/review/?lane=async_review"))
     counts = {n.attrs["data-lane"]: n.text for n in async_page.all("span", class_="count")}
-    assert counts == {"blocking_review": "2", "async_review": "1"}
+    assert counts == {"blocking_review": "2", "async_review": "1", "audit_sample": "0"}
     assert listed(async_page) == {task_of[async_.pk]}
     assert [n.text for n in async_page.all("a", class_="tab active")][0].startswith("Async review")
 
@@ -168,7 +169,7 @@ def test_htmx_queue_poll_returns_only_the_queue(people, routed, reviewer):
     assert response.status_code == 200
     body = response.content.decode()
     assert "<html" not in body and body.lstrip().startswith('<div id="queue"')
-    assert '<span class="count" data-lane="async_review">1</span>' in body
+    assert re.search(r'<span class="count" data-lane="async_review" id="count-async_review">1</span>', body)
 
 
 def test_htmx_claim_swaps_in_the_decision_forms(blocking, reviewer):

@@ -22,9 +22,13 @@ from .drafts import (
 )
 from .retention import erase_submissions_of, expired_submission_ids, legal_hold_set, purge_expired
 from .reviews import (
+    BULK_CONFIRM_CAP,
+    bulk_confirm_candidates,
     review_approve,
+    review_bulk_confirm,
     review_claim,
     review_claim_next,
+    review_lease_renew,
     review_refusal,
     review_regenerate,
     review_reject,
@@ -69,6 +73,10 @@ __all__ = [
     "review_regenerate",
     "review_reject",
     "review_release",
+    "BULK_CONFIRM_CAP",
+    "bulk_confirm_candidates",
+    "review_bulk_confirm",
+    "review_lease_renew",
     "submission_create",
     "submission_retry",
     "run_publish_gate",

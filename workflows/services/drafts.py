@@ -17,6 +17,7 @@ from ..dispatch import enqueue_generation
 from ..gate import generation_hold
 from ..models import DomainError, Draft, LLMCall, ReviewTask, Submission, SubmissionState, WorkflowVersion
 from ..pipeline.types import CallRecord, DraftResult
+from ..queue import review_task_fields
 from ..roles import REVIEWER, group_names, has_role, system_user
 from ..routing import effects_of, route, sample_draw_for
 from ..vocab import AuditAction
@@ -327,6 +328,7 @@ def _apply_lane_effects(submission: Submission, draft: Draft, decision, spec: Wo
             lane=effects.review_lane,
             sampled=decision.sampled_for_audit,
             due_at=_review_due(spec, effects.review_lane),
+            **review_task_fields(spec, effects.review_lane, submission, draft),
         )
         track(task, system, "review queued").save()
 

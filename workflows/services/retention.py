@@ -81,9 +81,10 @@ def _scrub(submission: Submission, *, actor, reason: str) -> None:
     for task in ReviewTask.objects.filter(submission=submission):
         task.reason_text = ""
         task.edited_output = ""
+        task.pending_output = ""  # a first approver's edit (two approvals) is the same kind of text
         task.diff = ""
         track(task, actor, f"erased ({reason})").save()
-    ReviewTask.history.filter(submission_id=submission.pk).update(reason_text="", edited_output="", diff="")
+    ReviewTask.history.filter(submission_id=submission.pk).update(reason_text="", edited_output="", diff="", pending_output="")
 
 
 def _erasable(queryset):

@@ -3,21 +3,31 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from .. import audit, labels, notifications
+from .. import audit, labels, notifications, selectors
 from ..definitions import WorkflowDefinition
 from ..dispatch import enqueue_generation
-from ..models import Decision, DomainError, RejectReason, ReviewState, ReviewTask, Submission, SubmissionState
+from ..models import (
+    Decision,
+    DomainError,
+    Lane,
+    RejectReason,
+    ReviewApproval,
+    ReviewState,
+    ReviewTask,
+    Submission,
+    SubmissionState,
+)
 from ..review_editor import output_problems
 from ..roles import group_names
-from ..selectors import open_review_tasks_for
 from ..vocab import AuditAction
 from .common import release, retract_if_released, track
 
@@ -63,6 +73,8 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
     task = _open_task(task_id, user)
     if task.lease_active and task.claimed_by_id != user.pk:
         raise DomainError(f"This review is claimed by {task.claimed_by} until {task.lease_expires_at:%H:%M} UTC.")
+    if task.approvals_given and task.approvals.filter(reviewer=user, superseded=False).exists():
+        raise DomainError("You approved this text already; a second reviewer decides it now.")
     task.claimed_by = user
     task.lease_expires_at = timezone.now() + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
     track(task, user, "claimed").save()
@@ -79,26 +91,48 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
 def review_claim_next(*, user, lane: str | None = None) -> ReviewTask | None:
     """Claim the most urgent open review this user may work, or None when nothing is free.
 
-    ``SKIP LOCKED`` makes concurrent reviewers pass over a row another one is claiming this
-    instant instead of waiting for it and then finding it taken, so fifty reviewers pressing
-    "Next" at once get fifty different items (and nobody queues behind a lock held for a
-    request). The lease condition is in the same locked SELECT, so an item held by someone
-    else is never offered. SQLite (the demo default) has no row locks; there the single
-    writer serialises claims.
+    One statement claims it: ``UPDATE ... WHERE id = (SELECT id ... ORDER BY <queue order>
+    LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id``. ``SKIP LOCKED`` makes concurrent reviewers
+    pass over a row another one is claiming this instant instead of waiting for it and then
+    finding it taken, so fifty reviewers pressing "Next" at once get fifty different items in
+    one try each. The lease condition is in the same locked SELECT, so an item held by someone
+    else is never offered, nor one this reviewer already gave its first of two approvals. The
+    history row and the audit event are written in the same transaction. SQLite (the demo
+    default) has no row locks; there the single writer serialises claims.
     """
+    tab = selectors.QUEUE_TABS.get(lane or "")
     with transaction.atomic():
         now = timezone.now()
-        task = (
-            open_review_tasks_for(user, lane)
+        expires = now + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
+        candidates = (
+            selectors.queue_scope(user)
+            .filter(tab[1] if tab else Q())
             .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
-            .select_for_update(skip_locked=True, of=("self",))
-            .first()
+            .exclude(Exists(ReviewApproval.objects.filter(task=OuterRef("pk"), reviewer=user, superseded=False)))
+            .order_by(*selectors.QUEUE_ORDER)
+            .values("pk")
         )
-        if task is None:
+        if connection.vendor == "postgresql":
+            sql, params = candidates.select_for_update(skip_locked=True, of=("self",))[:1].query.get_compiler(
+                connection=connection
+            ).as_sql()
+            table = ReviewTask._meta.db_table
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET claimed_by_id = %s, lease_expires_at = %s WHERE id = ({sql}) RETURNING id",
+                    [user.pk, expires, *params],
+                )
+                row = cursor.fetchone()
+            task_id = row[0] if row else None
+        else:
+            task_id = candidates.values_list("pk", flat=True).first()
+            if task_id is not None:
+                ReviewTask.objects.filter(pk=task_id).update(claimed_by=user, lease_expires_at=expires)
+        if task_id is None:
             return None
-        task.claimed_by = user
-        task.lease_expires_at = now + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
-        track(task, user, "claimed").save()
+        task = ReviewTask.objects.select_related("submission__workflow_version").get(pk=task_id)
+        # The history row the save() of a claim would write, without writing the row again.
+        ReviewTask.history.bulk_history_create([task], update=True, default_user=user, default_change_reason="claimed")
         audit.record(
             action=AuditAction.REVIEW_CLAIMED,
             obj=task,
@@ -107,6 +141,40 @@ def review_claim_next(*, user, lane: str | None = None) -> ReviewTask | None:
             payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat(), "next": True},
         )
         return task
+
+
+def review_lease_renew(*, task_id: int, user):
+    """Keep the lease of a review its holder is working on (the review page's heartbeat).
+
+    One conditional UPDATE: it extends only a lease this user still holds, so a heartbeat that
+    arrives after the lease ran out (and someone else claimed the item) changes nothing. No
+    history row or audit event: the claim is recorded; a renewal every minute would bury it.
+    Returns the new expiry; DomainError (a sentence for the reviewer) when the lease is gone.
+    """
+    now = timezone.now()
+    expires = now + timedelta(minutes=settings.REVIEWDESK_LEASE_RENEW_MINUTES)
+    with transaction.atomic():
+        held = ReviewTask.objects.open().filter(pk=task_id, claimed_by=user, lease_expires_at__gt=now)
+        # Never shortens a lease: the claim's own (longer) lease stands until it is nearer.
+        held.filter(lease_expires_at__lt=expires).update(lease_expires_at=expires)
+        current = held.values_list("lease_expires_at", flat=True).first()
+    if current is not None:
+        return current
+    task = ReviewTask.objects.select_related("claimed_by").get(pk=task_id)
+    if not task.is_open:
+        raise DomainError("This review is already closed.")
+    if task.lease_active:
+        raise LeaseLost(f"{task.claimed_by} holds this review now, until {task.lease_expires_at:%H:%M} UTC.",
+                        held_by_other=True)
+    raise LeaseLost("Your lease on this review has expired; claim it again to decide.", held_by_other=False)
+
+
+class LeaseLost(DomainError):
+    """A heartbeat for a lease that is gone: ``held_by_other`` says whether someone took it."""
+
+    def __init__(self, message: str, *, held_by_other: bool):
+        super().__init__(message)
+        self.held_by_other = held_by_other
 
 
 @transaction.atomic
@@ -202,6 +270,11 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
     if edited and not final.strip():
         raise DomainError("The edited output is empty; approve the draft unchanged or reject it.")
     check_final_output(spec, final, edited=edited)
+    if task.approvals_required > 1:
+        final = _approval_or_hold(task, spec, user, final)
+        if final is None:  # the first of two approvals: recorded, the task stays open
+            return task
+        edited = final != original
     decision = Decision.EDIT if edited else Decision.APPROVE
     distance = labels.edit_distance(original, final, json_output=spec.output.format == "json") if edited else 0.0
     _close(task, user, decision, distance)
@@ -291,3 +364,154 @@ def review_regenerate(*, task_id: int, user, feedback: str) -> ReviewTask:
     track(submission, user, "regenerate requested").save()
     transaction.on_commit(partial(enqueue_generation, submission.pk))
     return task
+
+
+# --- two approvals (routing.two_approvals) ---------------------------------------------------
+
+
+def _approval_or_hold(task: ReviewTask, spec: WorkflowDefinition, user, final: str) -> str | None:
+    """Count this approval of ``final`` on a review that needs two distinct reviewers.
+
+    Returns the text to release when this approval completes the count, or None after
+    recording a first approval (audit event ``review.approval_recorded``; the lease is given
+    back so a second reviewer can take the item). The approvals count for one text: a reviewer
+    who approves a different text (an edit of what the first approved, or the draft back
+    unchanged) supersedes the earlier approvals, and theirs is the first approval of the new
+    text, which then needs another reviewer (the earlier approver may be that one). Nobody
+    approves the same text twice. The caller holds the task's row lock.
+    """
+    current = list(ReviewApproval.objects.filter(task=task, superseded=False).order_by("id"))
+    approved_text = task.pending_output or task.draft.content
+    superseded = bool(current) and not _same_output(spec, approved_text, final)
+    if superseded:
+        ReviewApproval.objects.filter(task=task, superseded=False).update(superseded=True)
+        current = []
+    elif current:
+        final = approved_text  # re-indented JSON is the same text: release exactly what was approved
+    if any(a.reviewer_id == user.pk for a in current):
+        raise DomainError("You have already approved this text; it needs a second reviewer's approval.")
+    final_hash = audit.content_hash(final)
+    ReviewApproval.objects.create(task=task, reviewer=user, output_hash=final_hash)
+    task.approvals_given = len(current) + 1
+    if task.approvals_given >= task.approvals_required:
+        return final
+    task.pending_output = "" if final == task.draft.content else final
+    task.claimed_by = None
+    task.lease_expires_at = None
+    track(task, user, "approval recorded").save()
+    audit.record(
+        action=AuditAction.REVIEW_APPROVAL_RECORDED,
+        obj=task,
+        actor=user,
+        workflow_version=task.submission.workflow_version,
+        payload={
+            "submission_id": task.submission_id,
+            "draft_id": task.draft_id,
+            "final_hash": final_hash,
+            "approvals": task.approvals_given,
+            "approvals_required": task.approvals_required,
+            "superseded_earlier_approvals": superseded,
+        },
+    )
+    return None
+
+
+# --- bulk confirm (async lane) ---------------------------------------------------------------
+
+BULK_CONFIRM_CAP = 50
+
+
+@dataclass
+class BulkConfirmResult:
+    confirmed: list[int] = field(default_factory=list)  # submission ids
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # ("#submission", reason)
+
+
+def bulk_confirm_candidates(*, user, task_ids) -> list[ReviewTask]:
+    """The selected tasks that bulk confirm would approve now (the confirmation step lists them)."""
+    ids = _bulk_ids(task_ids)
+    return list(selectors.queue_scope(user).filter(pk__in=ids, lane=Lane.ASYNC_REVIEW, sampled=False, finding_codes="",
+                                                   approvals_required=1)
+                .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=timezone.now()) | Q(claimed_by=user))
+                .select_related("submission").only("id", "submission_id", "submission__id").order_by("id"))
+
+
+def _bulk_ids(task_ids) -> list[int]:
+    ids = list(dict.fromkeys(int(pk) for pk in task_ids))
+    if not ids:
+        raise DomainError("Select at least one item to confirm.")
+    if len(ids) > BULK_CONFIRM_CAP:
+        raise DomainError(f"Confirm at most {BULK_CONFIRM_CAP} items at once; you selected {len(ids)}.")
+    return ids
+
+
+@transaction.atomic
+@audit.batch()
+def review_bulk_confirm(*, user, task_ids) -> BulkConfirmResult:
+    """Confirm released async drafts as reviewed, unchanged: one approval and one audit event
+    per item, in one transaction (the audit chain lock is taken once, at the end).
+
+    Only what a reviewer could approve unchanged one by one, without reading anything the
+    list hides: async-lane items without findings, not held by another reviewer, still open,
+    not in the audit sample (drawn to be looked at) and not needing two approvals. Everything
+    else is skipped and named in the result with the reason; a row another reviewer is
+    deciding this instant is skipped (SKIP LOCKED), never waited for.
+    """
+    ids = _bulk_ids(task_ids)
+    result = BulkConfirmResult()
+    known = dict(selectors.review_tasks_for(user).filter(pk__in=ids).values_list("pk", "submission_id"))
+    reviewable = set(selectors.queue_scope(user).filter(pk__in=ids).values_list("pk", flat=True))
+    now = timezone.now()
+    for pk in ids:
+        label = f"#{known[pk]}" if pk in known else f"item {pk}"
+        if pk not in reviewable:
+            result.skipped.append((label, "already decided or not in your queue"))
+            continue
+        task = (ReviewTask.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("submission__workflow_version", "draft", "claimed_by").filter(pk=pk).first())
+        reason = _bulk_refusal(task, user, now)
+        if reason:
+            result.skipped.append((label, reason))
+            continue
+        submission = Submission.objects.select_for_update().get(pk=task.submission_id)
+        _close(task, user, Decision.APPROVE, 0.0)
+        task.claimed_by = user
+        track(task, user, "approved (bulk confirm)").save()
+        if submission.is_awaiting_review:
+            submission.transition_to(SubmissionState.APPROVED)
+        audit.record(
+            action=AuditAction.REVIEW_APPROVED,
+            obj=task,
+            actor=user,
+            workflow_version=submission.workflow_version,
+            payload={"submission_id": submission.pk, "draft_id": task.draft_id, "draft_hash": task.draft.content_hash,
+                     "final_hash": task.draft.content_hash, "lane": task.lane, "label": task.label,
+                     "edit_distance": task.edit_distance, "bulk": True},
+        )
+        if not submission.is_released or submission.final_output != task.draft.content:
+            release(submission, text=task.draft.content, actor=user, reason=Decision.APPROVE)
+        track(submission, user, "approved (bulk confirm)").save()
+        result.confirmed.append(submission.pk)
+    return result
+
+
+def _bulk_refusal(task: ReviewTask | None, user, now) -> str | None:
+    if task is None:
+        return "another reviewer is deciding it right now"
+    if not task.is_open:
+        return "already decided"
+    if task.lease_expires_at and task.lease_expires_at > now and task.claimed_by_id != user.pk:
+        return f"held by {task.claimed_by} until {task.lease_expires_at:%H:%M} UTC"
+    if task.lane != Lane.ASYNC_REVIEW:
+        return "not in the async lane"
+    if task.sampled:
+        return "an audit sample: review it on its own"
+    if task.finding_codes or task.draft.findings:
+        return "has findings: review it on its own"
+    if task.approvals_required > 1:
+        return "needs two approvals"
+    try:
+        _check_reviewer(task, user)
+    except DomainError as exc:
+        return str(exc)
+    return None

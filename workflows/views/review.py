@@ -1,8 +1,12 @@
 """The reviewer's queue and decisions. Each POST is one service call."""
+from urllib.parse import urlencode
+
 from django.contrib import messages
-from django.shortcuts import redirect
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST, require_safe
 
 from .. import selectors, services
@@ -22,29 +26,158 @@ from ..review_editor import (
 from ..roles import REVIEWER
 from ..services.reviews import _diff as output_diff
 from ..templatetags.reviewdesk import pretty_json
-from .common import paginate, render_page, role_required
+from ..vocab import Finding
+from .common import keyset_paginate, render_page, role_required
 
 QUEUE_LANES = [Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW]
 EARLIER_DRAFTS = 3  # the latest ones before this draft, side by side
 TIMELINE_EVENTS = 100  # the review page's trail; the submission page has the whole of it
+# Bounds the start index a keyset page link may claim (display only; the cursor picks the rows).
+_MAX_START = 10**9
+
+
+def _queue_context(request, filters):
+    """The queue page: one keyset page of the tab, capped counts, the filters. A fixed number
+    of queries whatever the number of open tasks (tests/bench/bench_queue.py asserts it)."""
+    page = keyset_paginate(request, selectors.queue_tasks(request.user, filters))
+    try:
+        start = min(max(int(request.GET.get("start") or 1), 1), _MAX_START) if not page.is_first else 1
+    except ValueError:
+        start = 1
+    counts = selectors.queue_counts_capped(request.user, filters)
+    now = timezone.now()
+    approved = selectors.queue_approved_by(request.user, [t.pk for t in page.rows]) if any(
+        t.approvals_given for t in page.rows) else set()
+    detail = reverse("review_detail", args=[0]).removesuffix("0/")  # one reverse() for the page, not two a row
+    for task in page.rows:
+        task.url = f"{detail}{task.pk}/"
+        task.held_by_other = task.lease_active and task.claimed_by_id != request.user.pk
+        task.i_approved = task.pk in approved
+        task.findings_list = task.finding_codes.split()
+        task.may_confirm = (filters.tab == Lane.ASYNC_REVIEW and not task.findings_list and not task.held_by_other
+                            and task.approvals_required == 1)
+    notices = list(filters.notices) + ([page.notice] if page.notice else [])
+    query = filters.as_query()
+    list_url = reverse("review_queue") + "?" + urlencode(query)
+    return {
+        "list_url": list_url,
+        "poll_url": reverse("review_queue_counts") + "?" + urlencode({**query, "shown": counts[filters.tab]}),
+        "next_url": list_url + "&" + urlencode({"after": page.next_cursor, "start": start + len(page.rows)})
+        if page.next_cursor else "",
+        "lane": filters.tab,
+        "filters": filters,
+        "query": filters.as_query(),
+        "lanes": [(value, label) for value, (label, _) in selectors.QUEUE_TABS.items()],
+        "counts": counts,
+        "count": counts[filters.tab],
+        "count_cap": selectors.QUEUE_COUNT_CAP,
+        "page": page,
+        "tasks": page.rows,
+        "start": start,
+        "end": start + len(page.rows) - 1,
+        "now": now,
+        "notices": notices,
+        "workflows": selectors.queue_workflows(request.user),
+        "ages": [("", "Any age"), ("1h", "Waiting over 1 hour"), ("4h", "Waiting over 4 hours"),
+                 ("1d", "Waiting over 1 day"), ("7d", "Waiting over 7 days")],
+        "findings": [("", "With or without findings"), ("none", "No findings"), ("any", "Any finding")]
+        + [(code, code.replace("_", " ")) for code in Finding],
+        "confirmable": [t for t in page.rows if t.may_confirm],
+        "bulk_cap": services.BULK_CONFIRM_CAP,
+    }
 
 
 @role_required(REVIEWER)
 @require_safe
 def review_queue(request):
-    lane = request.GET.get("lane") or Lane.BLOCKING_REVIEW
-    if lane not in QUEUE_LANES:
-        lane = Lane.BLOCKING_REVIEW
-    page = paginate(request, selectors.open_review_tasks_for(request.user, lane))
-    context = {
-        "lane": lane,
-        "lanes": [(value, Lane(value).label) for value in QUEUE_LANES],
-        "counts": selectors.queue_counts(request.user),
-        "page": page,
-        "tasks": page,
-        "now": timezone.now(),
-    }
-    return render_page(request, "workflows/review_queue.html", context, partial="queue")
+    filters = selectors.queue_filters(request.user, request.GET)
+    return render_page(request, "workflows/review_queue.html", _queue_context(request, filters), partial="queue")
+
+
+@role_required(REVIEWER)
+@require_safe
+def review_queue_counts(request):
+    """The live counts, polled every 15 s by the queue page: out-of-band swaps of the three
+    tab counts, and a "new items" notice when the tab's count moved since the page was shown.
+    Capped LIMITed counts, so a poll costs the same at any queue length."""
+    filters = selectors.queue_filters(request.user, request.GET)
+    counts = selectors.queue_counts_capped(request.user, filters)
+    try:
+        shown = int(request.GET.get("shown", ""))
+    except ValueError:
+        shown = None
+    context = {"counts": counts, "lanes": [(v, label) for v, (label, _) in selectors.QUEUE_TABS.items()],
+               "count_cap": selectors.QUEUE_COUNT_CAP, "lane": filters.tab, "query": filters.as_query(),
+               "list_url": reverse("review_queue") + "?" + urlencode(filters.as_query()),
+               "changed": shown is not None and shown != counts[filters.tab], "count": counts[filters.tab]}
+    response = render(request, "workflows/review_queue.html#counts", context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_lease(request, pk: int):
+    """The review page's heartbeat: renew the lease this reviewer holds (JSON for static/js/app.js;
+    409 with the reason when the lease is gone, so the page can say so at once)."""
+    task = selectors.review_task_for(request.user, pk)
+    try:
+        expires = services.review_lease_renew(task_id=task.pk, user=request.user)
+    except DomainError as exc:
+        return JsonResponse({"ok": False, "error": str(exc), "held_by_other": getattr(exc, "held_by_other", False)},
+                            status=409)
+    return JsonResponse({"ok": True, "expires_at": expires.isoformat(), "until": f"{expires:%H:%M} UTC"})
+
+
+def _bulk_ids(request, key="task"):
+    values = request.POST.getlist(key)
+    if request.POST.get("all") == "1":
+        values = request.POST.getlist("page_task")
+    ids = []
+    for value in values:
+        try:
+            ids.append(int(value))
+        except ValueError:
+            continue
+    return [pk for pk in ids if 0 < pk < 2**63]
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_bulk_confirm(request):
+    """Bulk confirm, in two steps that both work without JavaScript: the selection posts here
+    and gets a confirmation page ("Confirm 12 released drafts as reviewed?"); its button posts
+    the same ids with confirm=1, and one service call approves each and reports the skipped."""
+    back = reverse("review_queue") + f"?lane={Lane.ASYNC_REVIEW}"
+    ids = _bulk_ids(request)
+    if request.POST.get("confirm") == "1":
+        try:
+            result = services.review_bulk_confirm(user=request.user, task_ids=ids)
+        except DomainError as exc:
+            messages.error(request, str(exc))
+            return redirect(back)
+        if result.confirmed:
+            messages.success(request, f"Confirmed {len(result.confirmed)} released "
+                             f"draft{'s' if len(result.confirmed) != 1 else ''} as reviewed: "
+                             + ", ".join(f"#{pk}" for pk in result.confirmed) + ".")
+        if result.skipped:
+            messages.warning(request, f"Skipped {len(result.skipped)}: "
+                             + "; ".join(f"{label} ({reason})" for label, reason in result.skipped) + ".")
+        return redirect(back)
+    try:
+        candidates = services.bulk_confirm_candidates(user=request.user, task_ids=ids)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    context = {"candidates": candidates, "skipped": len(set(ids)) - len(candidates), "back": back}
+    return render_page(request, "workflows/review_bulk_confirm.html", context)
+
+
+def _approvals_context(task, user) -> dict:
+    if task.approvals_required < 2 or not task.approvals_given:
+        return {"approvers": [], "i_approved": False}
+    approvers = selectors.current_approvers(task)
+    return {"approvers": [u.get_username() for u in approvers], "i_approved": any(u.pk == user.pk for u in approvers)}
 
 
 def _detail_context(request, task, **forms):
@@ -57,6 +190,8 @@ def _detail_context(request, task, **forms):
     # key in lower-case words (explain.label_of).
     properties = (spec.output.json_schema or {}).get("properties") or {}
     labels = {key: prop["title"] for key, prop in properties.items() if isinstance(prop, dict) and prop.get("title")}
+    # With two approvals, the second reviewer is shown the text the first one approved.
+    text = task.pending_output or draft.content
     context = {
         "task": task,
         "submission": submission,
@@ -68,7 +203,7 @@ def _detail_context(request, task, **forms):
         "may_decide": services.review_refusal(task, request.user) is None,
         # JSON drafts are offered indented for editing; re-indenting alone is not an edit.
         "approve_form": forms.get("approve_form")
-        or ApproveForm(initial={"edited_output": pretty_json(draft.content) if is_json else draft.content}),
+        or ApproveForm(initial={"edited_output": pretty_json(text) if is_json else text}),
         "reject_form": forms.get("reject_form") or RejectForm(),
         "regenerate_form": forms.get("regenerate_form") or RegenerateForm(),
         "error": forms.get("error"),
@@ -83,10 +218,13 @@ def _detail_context(request, task, **forms):
         "earlier_drafts": list(submission.drafts.exclude(pk=draft.pk).order_by("-attempt")[:EARLIER_DRAFTS]),
         "events": list(selectors.audit_events_for_submission(request.user, submission)[:TIMELINE_EVENTS]),
         "timeline_limit": TIMELINE_EVENTS,
+        # Two approvals (routing.two_approvals): who approved the current text so far.
+        **_approvals_context(task, request.user),
     }
     if is_json and not submission.is_erased:
         try:
-            original = original_value(draft.content)
+            # With two approvals the editor starts from the text the first reviewer approved.
+            original = original_value(text)
         except (ValueError, RecursionError):
             original = None  # not JSON at all: only the text box can fix it
         if original is not None:
@@ -146,12 +284,13 @@ def review_claim(request, pk: int):
 def review_next(request):
     """Claim the most urgent free item (of one lane, when the form names it) and open it."""
     lane = request.POST.get("lane") or None
-    if lane is not None and lane not in QUEUE_LANES:
+    if lane is not None and lane not in selectors.QUEUE_TABS:
         messages.error(request, "Unknown lane; showing the blocking lane.")
         return redirect("review_queue")
     task = services.review_claim_next(user=request.user, lane=lane)
     if task is None:
-        messages.info(request, "Nothing is waiting for you" + (f" in the {Lane(lane).label.lower()} lane." if lane else "."))
+        label = selectors.QUEUE_TABS[lane][0].lower() if lane else ""
+        messages.info(request, "Nothing is waiting for you" + (f" in the {label} tab." if lane else "."))
         return redirect(reverse("review_queue") + (f"?lane={lane}" if lane else ""))
     return redirect("review_detail", pk=task.pk)
 
@@ -202,7 +341,7 @@ def _approve_fields(request, pk: int):
     draft = task.draft
     spec = task.submission.workflow_version.spec
     try:
-        original = original_value(draft.content)
+        original = original_value(task.pending_output or draft.content)
     except (ValueError, RecursionError):
         return _refuse(request, task, status=422, error="This draft is not JSON; edit it as text below.")
     value, errors = assemble(spec, original, data)
@@ -210,11 +349,12 @@ def _approve_fields(request, pk: int):
         first = next(iter(errors.values()))
         return _refuse(request, task, status=422, editor_data=data, editor_errors=errors,
                        error=f"{len(errors)} field{'s' if len(errors) > 1 else ''} could not be read: {first}")
+    base = task.pending_output or draft.content
     changed = dump(value) != dump(original)
-    text = dump(value) if changed else draft.content
+    text = dump(value) if changed else base
     problems = output_problems(spec, text)
     if "preview" in data:
-        diff = output_diff(spec, draft.content, text) if changed else ""
+        diff = output_diff(spec, base, text) if changed else ""
         context = _detail_context(request, task, editor_data=data, problems=problems, preview_diff=diff or "none",
                                   error="; ".join(p.text for p in problems) if problems else None)
         return render_page(request, "workflows/review_detail.html", context, partial="decision")
