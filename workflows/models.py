@@ -501,12 +501,14 @@ class ReviewTask(models.Model):
             # whatever the number of decided tasks; a rare tab (the audit sample) is a short
             # range of its own rather than a filter over the whole async lane.
             models.Index(
-                models.F("lane"), models.F("sampled"), models.F("due_at").asc(nulls_last=True), models.F("priority").desc(),
+                # due_at ascending is NULLS LAST on PostgreSQL already, the queue's ORDER BY; SQLite
+                # (make run) cannot create an index that spells it out.
+                models.F("lane"), models.F("sampled"), models.F("due_at"), models.F("priority").desc(),
                 models.F("id"), condition=models.Q(state="open"), name="reviewtask_open_queue",
             ),
             # The same order across lanes: Next without a lane (the most urgent anywhere).
             models.Index(
-                models.F("due_at").asc(nulls_last=True), models.F("priority").desc(), models.F("id"),
+                models.F("due_at"), models.F("priority").desc(), models.F("id"),
                 condition=models.Q(state="open"), name="reviewtask_open_next",
             ),
         ]

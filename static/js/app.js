@@ -68,13 +68,26 @@ document.addEventListener("click", function (event) {
     if (holds) { holds.hidden = true; }
     var lost = document.getElementById("lease-lost");
     if (lost) { lost.textContent = body.error + " Your text stays here; nothing was saved."; lost.hidden = false; }
-    document.querySelectorAll("#decision .decisions button, #release").forEach(function (button) { button.disabled = true; });
+    document.querySelectorAll("#decision form:not(#reclaim-form) button, #release").forEach(function (button) { button.disabled = true; });
     var reclaim = document.getElementById("reclaim-form");
     if (reclaim && !body.held_by_other) {
       reclaim.hidden = false;
       reclaim.addEventListener("submit", function () {
         var editor = document.querySelector("textarea[name=edited_output]");
         if (editor) { reclaim.querySelector("input[name=edited_output]").value = editor.value; }
+        /* The structured editor's fields go along as they are (the claim view refills them). */
+        var fields = document.querySelectorAll("#decision [name^='out/']");
+        fields.forEach(function (field) {
+          if ((field.type === "checkbox" || field.type === "radio") && !field.checked) { return; }
+          var copy = document.createElement("input");
+          copy.type = "hidden"; copy.name = field.name; copy.value = field.value;
+          reclaim.appendChild(copy);
+        });
+        if (fields.length) {
+          var marker = document.createElement("input");
+          marker.type = "hidden"; marker.name = "editor"; marker.value = "fields";
+          reclaim.appendChild(marker);
+        }
       });
     }
   }

@@ -19,7 +19,7 @@ from workflows import services
 pytestmark = pytest.mark.e2e
 
 REPLY = json.dumps({"reply": "Dear customer, we are sorry about the parcel.", "tone": "apologetic"})
-EDITED = json.dumps({"reply": "Dear Ann, a replacement ships today. Edited in the browser.", "tone": "apologetic"})
+EDITED_REPLY = "Dear Ann, a replacement ships today. Edited in the browser."
 PROBABILITY = {"blocking_review": 0.30, "async_review": 0.75}
 
 
@@ -115,13 +115,13 @@ def test_an_expired_lease_refuses_the_decision_and_keeps_the_edit(queue, live_se
     page.click("#next-item")
     expect(page).to_have_url(re.compile(r"/review/\d+/$"))
     pk = int(re.search(r"/review/(\d+)/", page.url).group(1))
-    page.fill("textarea[name=edited_output]", EDITED)
+    page.fill("#ed-reply", EDITED_REPLY)  # the structured editor
     _off_the_loop(lambda: ReviewTask.objects.filter(pk=pk).update(lease_expires_at=_past()))
     page.click("#approve")
     expect(page.locator("#decision .error")).to_have_text("Claim this review first; your lease may have expired.")
     expect(page.locator("#carried-edit")).to_be_visible()
     page.click("#claim")  # claim again: the edit comes back into the editor
-    expect(page.locator("textarea[name=edited_output]")).to_have_value(EDITED)
+    expect(page.locator("#ed-reply")).to_have_value(EDITED_REPLY)
     _shot(page, "queue-lease-expired-edit-kept")
 
     # Now the lease runs out and another reviewer takes the item: the refusal names them, no
@@ -136,7 +136,7 @@ def test_an_expired_lease_refuses_the_decision_and_keeps_the_edit(queue, live_se
     page.click("#approve")
     expect(page.locator("#held-by")).to_contain_text("Claimed by reviewer2")
     expect(page.locator("#claim")).to_have_count(0)
-    expect(page.locator("#carried-edit-text")).to_have_value(EDITED)
+    expect(page.locator("#carried-edit-text")).to_have_value(re.compile(re.escape(EDITED_REPLY)))
     task = _off_the_loop(lambda: ReviewTask.objects.get(pk=pk))
     assert task.is_open and task.claimed_by.username == "reviewer2" and task.decision == ""
     page.context.close()
@@ -225,12 +225,12 @@ def test_the_heartbeat_renews_the_lease_while_active_and_says_when_it_is_lost(qu
         services.review_claim(task_id=pk, user=get_user_model().objects.get(username="reviewer2"))
 
     _off_the_loop(taken)
-    page.fill("textarea[name=edited_output]", EDITED)
+    page.fill("#ed-reply", EDITED_REPLY)  # the structured editor
     with page.expect_response(lambda r: r.url.endswith(f"/review/{pk}/lease/")) as beat:
         page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
     assert beat.value.status == 409
     expect(page.locator("#lease-lost")).to_contain_text("reviewer2 holds this review now")
-    expect(page.locator("textarea[name=edited_output]")).to_have_value(EDITED)  # the page keeps the text
+    expect(page.locator("#ed-reply")).to_have_value(EDITED_REPLY)  # the page keeps the text
     expect(page.locator("#approve")).to_be_disabled()  # no decision offered that would be refused
     expect(page.locator("#reclaim")).to_be_hidden()  # someone else holds it: no claim either
     _shot(page, "queue-heartbeat-lease-lost")
@@ -246,7 +246,7 @@ def test_an_expired_lease_seen_by_the_heartbeat_offers_to_claim_again_with_the_t
     page.click("#next-item")
     expect(page).to_have_url(re.compile(r"/review/\d+/$"))
     pk = int(re.search(r"/review/(\d+)/", page.url).group(1))
-    page.fill("textarea[name=edited_output]", EDITED)
+    page.fill("#ed-reply", EDITED_REPLY)  # the structured editor
     _off_the_loop(lambda: ReviewTask.objects.filter(pk=pk).update(lease_expires_at=_past()))
     with page.expect_response(lambda r: r.url.endswith(f"/review/{pk}/lease/")) as beat:
         page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
@@ -254,7 +254,7 @@ def test_an_expired_lease_seen_by_the_heartbeat_offers_to_claim_again_with_the_t
     expect(page.locator("#lease-lost")).to_contain_text("Your lease on this review has expired")
     expect(page.locator("#approve")).to_be_disabled()
     page.click("#reclaim")
-    expect(page.locator("textarea[name=edited_output]")).to_have_value(EDITED)
+    expect(page.locator("#ed-reply")).to_have_value(EDITED_REPLY)
     expect(page.locator("#approve")).to_be_enabled()
     page.click("#approve")
     expect(page.locator(".msg-success")).to_contain_text("approved with your edit")

@@ -83,7 +83,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='reviewtask',
-            index=models.Index(models.F('lane'), models.F('sampled'), models.OrderBy(models.F('due_at'), nulls_last=True), models.OrderBy(models.F('priority'), descending=True), models.F('id'), condition=models.Q(('state', 'open')), name='reviewtask_open_queue'),
+            index=models.Index(models.F('lane'), models.F('sampled'), models.F('due_at'), models.OrderBy(models.F('priority'), descending=True), models.F('id'), condition=models.Q(('state', 'open')), name='reviewtask_open_queue'),
         ),
         migrations.AddField(
             model_name='reviewapproval',
@@ -101,7 +101,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='reviewtask',
-            index=models.Index(models.OrderBy(models.F('due_at'), nulls_last=True), models.OrderBy(models.F('priority'), descending=True), models.F('id'), condition=models.Q(('state', 'open')), name='reviewtask_open_next'),
+            index=models.Index(models.F('due_at'), models.OrderBy(models.F('priority'), descending=True), models.F('id'), condition=models.Q(('state', 'open')), name='reviewtask_open_next'),
         ),
         migrations.RunPython(copy_finding_codes, migrations.RunPython.noop),
 ]

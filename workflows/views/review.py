@@ -227,6 +227,11 @@ def _detail_context(request, task, **forms):
             original = original_value(text)
         except (ValueError, RecursionError):
             original = None  # not JSON at all: only the text box can fix it
+        if original is not None and forms.get("editor_text"):
+            try:  # a carried edit (re-claim) fills the fields; the draft stays the reference
+                original = original_value(forms["editor_text"])
+            except (ValueError, RecursionError):
+                pass  # not JSON: the text box below holds it
         if original is not None:
             findings = finding_paths(spec, original, components.get("validator_details"))
             context["editor"] = build_editor(
@@ -270,9 +275,16 @@ def review_claim(request, pk: int):
     except DomainError as exc:
         return _refuse(request, task, error=str(exc))
     carried = request.POST.get("edited_output")
-    if carried is not None:
-        # A re-claim after the lease ran out brings the reviewer's unsaved edit back.
-        context = _detail_context(request, task, approve_form=ApproveForm(initial={"edited_output": carried}))
+    if carried is not None or request.POST.get(MARKER) == "fields":
+        # A re-claim after the lease ran out brings the reviewer's unsaved edit back: the
+        # structured editor's fields when the page sent them (static/js/app.js copies them),
+        # else the text, which also seeds the editor when it is JSON.
+        forms = {"approve_form": ApproveForm(initial={"edited_output": carried or ""})}
+        if request.POST.get(MARKER) == "fields":
+            forms["editor_data"] = request.POST
+        elif carried:
+            forms["editor_text"] = carried
+        context = _detail_context(request, task, **forms)
         return render_page(request, "workflows/review_detail.html", context, partial="decision")
     if not request.htmx:
         return redirect("review_detail", pk=task.pk)
@@ -336,10 +348,11 @@ def _approve_fields(request, pk: int):
     Whatever goes wrong, the page comes back with the reviewer's values in the fields."""
     task = selectors.review_task_for(request.user, pk)
     data = request.POST
-    if refusal := services.review_refusal(task, request.user):
-        return _refuse(request, task, error=refusal, editor_data=data)
     draft = task.draft
     spec = task.submission.workflow_version.spec
+    if refusal := services.review_refusal(task, request.user):
+        return _refuse(request, task, error=refusal, editor_data=data,
+                       approve_form=ApproveForm({"edited_output": _fields_text(spec, task, data)}))
     try:
         original = original_value(task.pending_output or draft.content)
     except (ValueError, RecursionError):
@@ -366,6 +379,17 @@ def _approve_fields(request, pk: int):
     changed_fields = sorted({field_label(p[:1], spec.output.json_schema) for p in _changed_paths(original, value)})
     return _after_decision(request, task, f"Submission #{task.submission_id} approved" + (
         f" with your edit (changed: {', '.join(changed_fields)})." if task.diff else "."))
+
+
+def _fields_text(spec, task, data) -> str:
+    """The editor's posted fields as the JSON text they make (what a refused reviewer keeps to
+    copy or carry into a re-claim), or the draft's text when they cannot be read."""
+    base = task.pending_output or task.draft.content
+    try:
+        value, errors = assemble(spec, original_value(base), data)
+    except (ValueError, RecursionError):
+        return base
+    return base if errors else dump(value)
 
 
 def _changed_paths(before, after, path=()):
