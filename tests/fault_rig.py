@@ -227,3 +227,4 @@ class Browserless:
 def submission_id(response: httpx.Response) -> int | None:
     match = re.search(r"/submissions/(\d+)/", response.headers.get("location", ""))
     return int(match.group(1)) if match else None
+

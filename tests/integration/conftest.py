@@ -94,3 +94,28 @@ def publish_variant(demo):
     return publish
 
 
+# The fault rigs' fixtures (tests/fault_rig.py), for the modules that run rigs.
+@pytest.fixture
+def model():
+    """A fake OpenAI-compatible server the rigs' workers talk to."""
+    from tests.fake_openai import serving
+
+    with serving() as fake:
+        yield fake
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    """Make rigs by name; every one is closed when the test ends."""
+    from tests.fault_rig import Rig
+
+    made = []
+
+    def make(name, **kwargs):
+        rig = Rig(name, tmp_path, **kwargs)
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        rig.close()

@@ -8,35 +8,13 @@ import signal
 import time
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from evals import services
 from evals.models import CaseResult, EvalRun, RunState
 from tests.conftest import CUSTOMER_REPLY_INPUT, wait_for
-from tests.fake_openai import serving
-from tests.fault_rig import Rig, stop
+from tests.fault_rig import stop
 from tests.integration.conftest import unique_marker
-
-
-@pytest.fixture
-def model():
-    with serving() as fake:
-        yield fake
-
-
-@pytest.fixture
-def rigs(tmp_path):
-    made = []
-
-    def make(name, **kwargs):
-        rig = Rig(name, tmp_path, **kwargs)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
 
 
 def _cases(marker: str, n: int, extra: str = "") -> str:

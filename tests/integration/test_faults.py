@@ -10,35 +10,13 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 from django.db import connection
 from django.utils import timezone
 
 from tests.conftest import wait_for
-from tests.fake_openai import serving
-from tests.fault_rig import Browserless, RedisServer, Rig, servable_password, stop, submission_id
+from tests.fault_rig import Browserless, RedisServer, servable_password, stop, submission_id
 from tests.integration.conftest import submit, unique_marker
 from workflows.models import AuditEvent, Draft, Lane, LLMCall, Submission, SubmissionState
-
-
-@pytest.fixture
-def model():
-    with serving() as fake:
-        yield fake
-
-
-@pytest.fixture
-def rigs(tmp_path):
-    made = []
-
-    def make(name, **kwargs):
-        rig = Rig(name, tmp_path, **kwargs)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
 
 
 def _terminate_backends(application_name: str) -> int:

@@ -78,14 +78,19 @@ def review_claim(*, task_id: int, user) -> ReviewTask:
     task.claimed_by = user
     task.lease_expires_at = timezone.now() + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
     track(task, user, "claimed").save()
+    _record_claim(task, user)
+    return task
+
+
+def _record_claim(task: ReviewTask, user, **extra) -> None:
+    """The audit event of a claim, by hand or by Next (``next=True``)."""
     audit.record(
         action=AuditAction.REVIEW_CLAIMED,
         obj=task,
         actor=user,
         workflow_version=task.submission.workflow_version,
-        payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat()},
+        payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat(), **extra},
     )
-    return task
 
 
 def review_claim_next(*, user, lane: str | None = None) -> ReviewTask | None:
@@ -133,13 +138,7 @@ def review_claim_next(*, user, lane: str | None = None) -> ReviewTask | None:
         task = ReviewTask.objects.select_related("submission__workflow_version").get(pk=task_id)
         # The history row the save() of a claim would write, without writing the row again.
         ReviewTask.history.bulk_history_create([task], update=True, default_user=user, default_change_reason="claimed")
-        audit.record(
-            action=AuditAction.REVIEW_CLAIMED,
-            obj=task,
-            actor=user,
-            workflow_version=task.submission.workflow_version,
-            payload={"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat(), "next": True},
-        )
+        _record_claim(task, user, next=True)
         return task
 
 
@@ -275,13 +274,22 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
         if final is None:  # the first of two approvals: recorded, the task stays open
             return task
         edited = final != original
+    _approve(task, submission, user, spec=spec, original=original, final=final, edited=edited)
+    return task
+
+
+def _approve(task: ReviewTask, submission: Submission, user, *, spec: WorkflowDefinition, original: str,
+             final: str, edited: bool, change_reason: str = "", **payload) -> None:
+    """Close an approval (one by one or in bulk): label, history, the submission's state, the
+    audit event, the release when the text is new, the submitter's e-mail after commit. The
+    caller holds both rows' locks and has checked the text."""
     decision = Decision.EDIT if edited else Decision.APPROVE
     distance = labels.edit_distance(original, final, json_output=spec.output.format == "json") if edited else 0.0
     _close(task, user, decision, distance)
     if edited:
         task.edited_output = final
         task.diff = _diff(spec, original, final)
-    track(task, user, decision).save()
+    track(task, user, change_reason or decision).save()
     if submission.is_awaiting_review:
         submission.transition_to(SubmissionState.APPROVED)
     audit.record(
@@ -297,13 +305,13 @@ def review_approve(*, task_id: int, user, edited_output: str | None = None) -> R
             "lane": task.lane,
             "label": task.label,
             "edit_distance": task.edit_distance,
+            **payload,
         },
     )
     if not submission.is_released or final != submission.final_output:
         release(submission, text=final, actor=user, reason=decision)
-    track(submission, user, decision).save()
+    track(submission, user, change_reason or decision).save()
     transaction.on_commit(partial(notifications.decision_made, task.pk))
-    return task
 
 
 @transaction.atomic
@@ -474,23 +482,10 @@ def review_bulk_confirm(*, user, task_ids) -> BulkConfirmResult:
             result.skipped.append((label, reason))
             continue
         submission = Submission.objects.select_for_update().get(pk=task.submission_id)
-        _close(task, user, Decision.APPROVE, 0.0)
         task.claimed_by = user
-        track(task, user, "approved (bulk confirm)").save()
-        if submission.is_awaiting_review:
-            submission.transition_to(SubmissionState.APPROVED)
-        audit.record(
-            action=AuditAction.REVIEW_APPROVED,
-            obj=task,
-            actor=user,
-            workflow_version=submission.workflow_version,
-            payload={"submission_id": submission.pk, "draft_id": task.draft_id, "draft_hash": task.draft.content_hash,
-                     "final_hash": task.draft.content_hash, "lane": task.lane, "label": task.label,
-                     "edit_distance": task.edit_distance, "bulk": True},
-        )
-        if not submission.is_released or submission.final_output != task.draft.content:
-            release(submission, text=task.draft.content, actor=user, reason=Decision.APPROVE)
-        track(submission, user, "approved (bulk confirm)").save()
+        draft_text = task.draft.content
+        _approve(task, submission, user, spec=submission.workflow_version.spec, original=draft_text,
+                 final=draft_text, edited=False, change_reason="approved (bulk confirm)", bulk=True)
         result.confirmed.append(submission.pk)
     return result
 
