@@ -119,17 +119,19 @@ def test_the_draft_appears_progressively_on_the_submitters_page(worker, fake_mod
     page.select_option("#id_channel", "email")
     page.click("button[value=next]")
     expect(page.locator(".steps li.current")).to_contain_text("Complaint")
-    page.fill("#id_complaint", "The parcel arrived broken. [[plain]] [[stream-delay:0.2]] [[lane:auto]]")
+    page.fill("#id_complaint", "The parcel arrived broken. [[plain]] [[stream-delay:0.4]] [[lane:auto]]")
     page.click("button[value=next]")
     expect(page).to_have_url(re.compile(r"/submissions/\d+/$"))
     submission_id = int(re.search(r"/submissions/(\d+)/", page.url).group(1))
 
-    # While the model writes, the text grows on the page: watch it.
+    # While the model writes, the text grows on the page: watch it. 0.4 s per token (well inside
+    # the worker's 10 s model timeout) keeps the model writing after the page has connected on a slow machine
+    # (at 0.2 s a page that connected late once read the whole text in its first batch).
     box = page.locator("#draft-stream")
     expect(page.locator("#draft-stream-card")).to_be_visible(timeout=20_000)
     expect(page.locator("#submission-state")).to_have_text("Drafting…")
     seen = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     while time.monotonic() < deadline and page.locator("#draft-stream").count():
         try:
             text = box.inner_text(timeout=1000)
