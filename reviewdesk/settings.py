@@ -284,6 +284,10 @@ REVIEWDESK_LEASE_MINUTES = env_int("REVIEWDESK_LEASE_MINUTES", 15, minimum=1)
 # The review page's heartbeat (every minute while the reviewer is active) keeps the lease this
 # far ahead; a reviewer who leaves loses it this long after their last heartbeat.
 REVIEWDESK_LEASE_RENEW_MINUTES = env_int("REVIEWDESK_LEASE_RENEW_MINUTES", 5, minimum=2)
+# A claim (Next, Claim) commits without waiting for the WAL flush (PostgreSQL's synchronous_commit
+# off for that transaction only): a crash may lose the last fraction of a second of claims, each
+# with its audit event, never a decision. False: every claim waits for the disk.
+REVIEWDESK_CLAIM_ASYNC_COMMIT = env_bool("REVIEWDESK_CLAIM_ASYNC_COMMIT", True)
 # Rows per page of every list (submissions, review queues, audit trail): views.common.paginate.
 REVIEWDESK_PAGE_SIZE = env_int("REVIEWDESK_PAGE_SIZE", 50, minimum=1)
 # A generation claimed longer ago than this is considered abandoned (worker died) and may be

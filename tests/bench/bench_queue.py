@@ -22,10 +22,14 @@ and dropped; its namespace on Redis db 11). On top of it:
   --seconds, then the bare view the same way. The server's own time per request comes from
   gunicorn's access log (%(D)s, microseconds from the request read to the response written),
   so queueing for a worker in the accept backlog is reported apart (client p95);
-* --claimers threads, each its own reviewer with its own database connection, call
-  review_claim_next at once, --rounds times; the baseline is the same threads running
-  `transaction.atomic(): SELECT 1` (a bare transaction round trip), interleaved. Every claimed
-  task is checked to be claimed once.
+* Next through the same server: --claimers threads, each logged in as its own reviewer, press
+  the Next button (POST /review/next/, CSRF and all, the redirect not followed) at the same
+  instant (a barrier), --rounds times; after each round the same threads post at once to a bare
+  POST view (the same middleware and CSRF check, a redirect, no claim). Server time from the
+  access log as for the page; the client's time, which includes waiting for one of the
+  --web-workers, is printed beside it. Then each reviewer alone, for scale. Every claimed task
+  (the id in the redirect) is checked to be claimed once, and against the database (one audit
+  event and one leased task per claim).
 
 Not a test: it measures and exits 0 once PostgreSQL and Redis are there, printing MISSED next to
 a missed target.
@@ -33,6 +37,7 @@ a missed target.
 from __future__ import annotations
 
 import argparse
+import http.client
 import http.cookiejar
 import os
 import subprocess
@@ -202,12 +207,12 @@ def hammer(base: str, path: str, cookies: list[str], seconds: float, headers=Non
     return {"n": len(latencies), "p50": pct(latencies, 0.5), "p95": pct(latencies, 0.95), "errors": errors}
 
 
-def server_times(logdir: Path, prefix: str, since_line: int) -> tuple[list[float], int]:
+def server_times(logdir: Path, prefix: str, since_line: int, status: str = "200") -> tuple[list[float], int]:
     lines = (logdir / "access.log").read_text().splitlines()
     times = []
     for line in lines[since_line:]:
         parts = line.split()
-        if len(parts) == 3 and parts[0].startswith(prefix) and parts[1] == "200":
+        if len(parts) == 3 and parts[0].startswith(prefix) and parts[1] == status:
             times.append(int(parts[2]) / 1000)
     if lines[since_line:] and not times:
         say(f"  (no {prefix} lines in the access log; first: {lines[since_line]!r})")
@@ -216,42 +221,60 @@ def server_times(logdir: Path, prefix: str, since_line: int) -> tuple[list[float
 
 # --- claims ---------------------------------------------------------------------------------------
 
+# Any 32-character secret is a valid CSRF cookie and, sent back in the header, its token.
+CSRF_SECRET = "benchbenchbenchbenchbenchbench12"
 
-def claim_round(users, claim: bool) -> tuple[list[float], list[int]]:
-    from django.db import connection, connections, transaction
 
-    from workflows import services
+def press_next(base: str, cookie: str, path: str = "/review/next/") -> tuple[int, str, float]:
+    """One POST of the Next button (not following the redirect): status, Location, client ms."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    t0 = time.perf_counter()
+    try:
+        conn.request("POST", path, body="", headers={
+            "Host": "localhost", "Cookie": f"{cookie}; csrftoken={CSRF_SECRET}", "X-CSRFToken": CSRF_SECRET,
+            "Content-Type": "application/x-www-form-urlencoded", "Content-Length": "0"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location") or "", (time.perf_counter() - t0) * 1000
+    finally:
+        conn.close()
 
-    barrier = threading.Barrier(len(users))
+
+def claim_round(base: str, cookies: list[str], path: str) -> tuple[list[float], list[int], list[str]]:
+    """Every reviewer presses Next at the same instant (a barrier): client latencies, the task
+    ids their redirects name, and anything that was not a redirect."""
+    barrier = threading.Barrier(len(cookies))
     took: list[float] = []
     claimed: list[int] = []
+    errors: list[str] = []
     lock = threading.Lock()
 
-    def run(user) -> None:
+    def run(cookie: str) -> None:
+        barrier.wait()
         try:
-            connection.ensure_connection()
-            barrier.wait()
-            t0 = time.perf_counter()
-            if claim:
-                task = services.review_claim_next(user=user)
-            else:
-                with transaction.atomic(), connection.cursor() as c:
-                    c.execute("SELECT 1")
-                task = None
-            ms = (time.perf_counter() - t0) * 1000
+            status, location, ms = press_next(base, cookie, path)
+        except OSError as exc:
             with lock:
-                took.append(ms)
-                if task is not None:
-                    claimed.append(task.pk)
-        finally:
-            connections.close_all()
+                errors.append(str(exc))
+            return
+        with lock:
+            took.append(ms)
+            if status != 302:
+                errors.append(f"{status} {location}")
+            elif path == "/review/next/":
+                if location.rstrip("/").split("/")[-1].isdigit():
+                    claimed.append(int(location.rstrip("/").split("/")[-1]))
+                else:
+                    errors.append(f"nothing claimed: {location}")
 
-    threads = [threading.Thread(target=run, args=(u,)) for u in users]
+    threads = [threading.Thread(target=run, args=(c,)) for c in cookies]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return took, claimed
+    time.sleep(0.3)  # gunicorn writes the access line after the response: let the last ones land
+    return took, claimed, errors
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -307,23 +330,41 @@ def main(argv=None) -> int:
         counts_server, mark = server_times(bench.logdir, "/review/counts/", mark)
         bare = hammer(base, "/bench/bare/", cookies, a.seconds)
         bare_server, mark = server_times(bench.logdir, "/bench/bare/", mark)
-        web.stop(timeout=5)
-        web = None
 
-        claims, bare_tx, claimed = [], [], []
+        # Next through the same server: --claimers reviewers press it at once, --rounds times,
+        # each round followed by the same reviewers posting to the bare POST view at once.
+        claimers = [session_cookie(u) for u in reviewers[: a.claimers]]
+        press_next(base, claimers[0], "/bench/bare-post/")  # (a worker's first POST)
+        claims, bare_post, claimed, claim_errors = [], [], [], []
+        claims_server, bare_post_server = [], []
         for _ in range(a.rounds):
-            took, got = claim_round(reviewers[: a.claimers], claim=True)
+            took, got, errors = claim_round(base, claimers, "/review/next/")
             claims += took
             claimed += got
-            took, _ = claim_round(reviewers[: a.claimers], claim=False)
-            bare_tx += took
-        # One claimer alone, for scale: what a claim costs without anyone to wait for.
+            claim_errors += errors
+            times, mark = server_times(bench.logdir, "/review/next/", mark, status="302")
+            claims_server += times
+            took, _, errors = claim_round(base, claimers, "/bench/bare-post/")
+            bare_post += took
+            claim_errors += errors
+            times, mark = server_times(bench.logdir, "/bench/bare-post/", mark, status="302")
+            bare_post_server += times
+        # One reviewer at a time, for scale: what a claim costs without anyone to wait for.
         alone = []
-        for user in reviewers[: a.claimers]:
-            took, got = claim_round([user], claim=True)
-            alone += took
+        for cookie in claimers:
+            took, got, errors = claim_round(base, [cookie], "/review/next/")
             claimed += got
+            claim_errors += errors
+            times, mark = server_times(bench.logdir, "/review/next/", mark, status="302")
+            alone += times
+        web.stop(timeout=5)
+        web = None
         double = len(claimed) - len(set(claimed))
+        # What the database says: every claim by Next is one audit event and one leased task.
+        from workflows.models import AuditEvent
+
+        events = AuditEvent.objects.filter(action="review.claimed", payload__next=True).count()
+        leased = ReviewTask.objects.filter(claimed_by__in=reviewers[: a.claimers]).count()
         connection.close()
 
         def row(name, value, baseline, target=None):
@@ -338,17 +379,22 @@ def main(argv=None) -> int:
         row("queue page p50, server time", pct(page_server, 0.5), pct(bare_server, 0.5))
         row("queue page p95, client (incl. waiting for a worker)", page["p95"], bare["p95"])
         row("counts poll p95, server time", pct(counts_server, 0.95), pct(bare_server, 0.95))
-        row("Next (claim) p95, 50 at once", pct(claims, 0.95), pct(bare_tx, 0.95), CLAIM_TARGET_MS)
-        row("Next (claim) p50", pct(claims, 0.5), pct(bare_tx, 0.5))
-        row("Next (claim) p95, one claimer at a time", pct(alone, 0.95), float("nan"))
+        row(f"Next p95, {a.claimers} at once, server time", pct(claims_server, 0.95), pct(bare_post_server, 0.95),
+            CLAIM_TARGET_MS)
+        row(f"Next p50, {a.claimers} at once, server time", pct(claims_server, 0.5), pct(bare_post_server, 0.5))
+        row("Next p95, client (incl. waiting for a worker)", pct(claims, 0.95), pct(bare_post, 0.95))
+        row("Next p95, one reviewer at a time, server time", pct(alone, 0.95), float("nan"))
         say(f"  requests: queue {page['n']} ({len(page['errors'])} errors), counts {counts['n']} "
             f"({len(counts['errors'])} errors), bare {bare['n']} ({len(bare['errors'])} errors)")
         grows = small != large
         say(f"  SQL statements per request at 1,000 / {open_tasks:,} open tasks: page {small['page']} / {large['page']}, "
             f"counts poll {small['counts']} / {large['counts']}  {'MISSED (grows with the table)' if grows else 'pass'}")
         expected = a.claimers * (a.rounds + 1)
-        say(f"  claims: {len(claimed)} of {expected}, double claims {double}"
-            f"  {'pass' if double == 0 and len(claimed) == expected else 'MISSED'}")
+        ok = double == 0 and len(claimed) == expected == events == leased and not claim_errors
+        say(f"  claims: {len(claimed)} of {expected} (audit events {events}, leased tasks {leased}), "
+            f"double claims {double}, errors {len(claim_errors)}  {'pass' if ok else 'MISSED'}")
+        for error in claim_errors[:5]:
+            say(f"    {error}")
         return 0
     finally:
         if web is not None:

@@ -1,5 +1,6 @@
 """Next item: the most urgent free review, claimed atomically, never the same one twice."""
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
@@ -16,11 +17,11 @@ def test_next_takes_the_most_urgent_free_item_and_skips_a_held_one(demo):
     reviewer = demo.users["reviewer"]
     services.review_claim(task_id=first.pk, user=reviewer)  # the most urgent is held already
 
-    taken = services.review_claim_next(user=reviewer, lane=Lane.BLOCKING_REVIEW)
+    taken = ReviewTask.objects.get(pk=services.review_claim_next(user=reviewer, lane=Lane.BLOCKING_REVIEW))
     assert taken.pk == second.pk
     assert taken.claimed_by_id == reviewer.pk and taken.lease_expires_at > timezone.now()
     assert AuditEvent.objects.filter(object_type="reviewtask", object_id=str(second.pk), action="review.claimed").count() == 1
-    assert services.review_claim_next(user=reviewer, lane=Lane.BLOCKING_REVIEW).pk == third.pk
+    assert services.review_claim_next(user=reviewer, lane=Lane.BLOCKING_REVIEW) == third.pk
     assert services.review_claim_next(user=reviewer, lane=Lane.BLOCKING_REVIEW) is None
     assert services.review_claim_next(user=reviewer, lane=Lane.ASYNC_REVIEW) is None
 
@@ -38,7 +39,7 @@ def test_an_expired_lease_is_offered_again(demo):
     (task,) = open_review_tasks(demo.version("customer-reply"), demo.users["submitter"], 1)
     ReviewTask.objects.filter(pk=task.pk).update(claimed_by=demo.users["reviewer"],
                                                   lease_expires_at=timezone.now() - timezone.timedelta(seconds=1))
-    assert services.review_claim_next(user=demo.users["reviewer"]).pk == task.pk
+    assert services.review_claim_next(user=demo.users["reviewer"]) == task.pk
 
 
 def test_fifty_claimers_at_once_never_share_an_item(demo_committed_tasks):
@@ -49,8 +50,7 @@ def test_fifty_claimers_at_once_never_share_an_item(demo_committed_tasks):
     def claim(n: int) -> None:
         try:
             start.wait()
-            task = services.review_claim_next(user=reviewers[n % len(reviewers)])
-            got.append(task.pk if task else None)
+            got.append(services.review_claim_next(user=reviewers[n % len(reviewers)]))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -88,3 +88,66 @@ def demo_committed_tasks(transactional_db, django_db_blocker):
     connections.close_all()
     if getattr(connection, "pool", None) is not None:
         connection.close_pool()
+
+
+def test_next_takes_exactly_the_pages_first_free_row_on_a_mixed_queue(demo, make_user):
+    """Next's one statement repeats the queue's scope and order in SQL (services.reviews): on a
+    queue with every kind of row, pressing Next takes the row the page shows first among those
+    free for this reviewer, tab by tab, until nothing is left."""
+    import random
+
+    from django.contrib.auth.models import Group
+
+    from workflows import selectors
+    from workflows.models import ReviewApproval
+    from workflows.roles import REVIEWER
+
+    rng = random.Random(8)
+    reviewer = make_user("mixed-reviewer", REVIEWER, "support-reviewers", "escalation-desk")
+    other = demo.users["reviewer"]
+    now = timezone.now()
+    mine = open_review_tasks(demo.version("customer-reply"), demo.users["submitter"], 40)
+    own = open_review_tasks(demo.version("customer-reply"), reviewer, 3)          # never offered
+    foreign = open_review_tasks(demo.version("underwriting-memo"), demo.users["submitter"], 8)
+    for task in mine + own + foreign:
+        task.lane = rng.choice([Lane.BLOCKING_REVIEW, Lane.ASYNC_REVIEW])
+        task.sampled = task.lane == Lane.ASYNC_REVIEW and rng.random() < 0.3
+        # Equal due times (ties broken by priority, then id), none, and overdue ones.
+        task.due_at = rng.choice([None, now - timedelta(minutes=5), now + timedelta(minutes=10),
+                                  now + timedelta(minutes=rng.randint(1, 600))])
+        task.priority = rng.choice([-1, 0, 0, 1, 2])
+        lease = rng.random()
+        if lease < 0.15:    # held by someone else: skipped
+            task.claimed_by, task.lease_expires_at = other, now + timedelta(minutes=20)
+        elif lease < 0.25:  # a lease that ran out: offered again
+            task.claimed_by, task.lease_expires_at = other, now - timedelta(seconds=1)
+    desk = Group.objects.get(name="escalation-desk")
+    for task in foreign[:4]:  # escalated to the reviewer's group: theirs too, the rest not
+        task.escalated_at, task.escalated_to = now, desk
+    foreign[4].escalated_to = desk  # a group named but not escalated (yet): not theirs
+    ReviewTask.objects.bulk_update(mine + own + foreign, ["lane", "sampled", "due_at", "priority", "claimed_by",
+                                                          "lease_expires_at", "escalated_at", "escalated_to"])
+    # Two approvals: the reviewer gave the first on two tasks (never offered to them again); a
+    # superseded approval does not count.
+    for task, superseded in ((mine[0], False), (mine[1], False), (mine[2], True)):
+        ReviewApproval.objects.create(task=task, reviewer=reviewer, superseded=superseded, output_hash="0" * 64)
+
+    def first_free(tab):
+        rows = (selectors.queue_tasks(reviewer, selectors.QueueFilters(tab=tab)) if tab
+                else selectors.queue_scope(reviewer).order_by(*selectors.QUEUE_ORDER))
+        approved = selectors.queue_approved_by(reviewer, [t.pk for t in rows])
+        now = timezone.now()
+        return next((t.pk for t in rows if t.pk not in approved
+                     and (t.lease_expires_at is None or t.lease_expires_at <= now)), None)
+
+    taken = []
+    for tab in [*selectors.QUEUE_TABS, None]:
+        while (expected := first_free(tab)) is not None:
+            assert services.review_claim_next(user=reviewer, lane=tab) == expected, tab
+            taken.append(expected)
+        assert services.review_claim_next(user=reviewer, lane=tab) is None
+    escalated = {t.pk for t in foreign[:4] if ReviewTask.objects.get(pk=t.pk).claimed_by_id == reviewer.pk}
+    # Something of every kind was taken, and nothing outside the reviewer's scope.
+    assert len(taken) == len(set(taken)) >= 25 and escalated
+    assert not {t.pk for t in own + foreign[4:]} & set(taken)
+    assert not {mine[0].pk, mine[1].pk} & set(taken)

@@ -102,7 +102,7 @@ def test_the_queue_sorts_by_due_time_then_priority(customer_reply_with, people, 
     assert order == [_task(s).pk for s in (overdue, big, small, later)]
     assert page.all("span", class_="priority-high")[0].text == "high"
     # Next takes the same first row.
-    assert services.review_claim_next(user=people["reviewer_a"]).pk == _task(overdue).pk
+    assert services.review_claim_next(user=people["reviewer_a"]) == _task(overdue).pk
 
 
 # --- filters, tabs, counts -----------------------------------------------------------------
@@ -161,8 +161,7 @@ def test_the_audit_sample_has_its_own_tab(people, routed, client_for):
         "blocking_review": "0", "async_review": "1", "audit_sample": "1"}
     assert re.findall(r'data-task="(\d+)"', page.html) == [str(_task(sampled).pk)]
     assert re.findall(r'data-task="(\d+)"', client.get("/review/?lane=async_review").content.decode()) == [str(_task(async_).pk)]
-    taken = services.review_claim_next(user=people["reviewer_a"], lane="audit_sample")
-    assert taken.pk == _task(sampled).pk
+    assert services.review_claim_next(user=people["reviewer_a"], lane="audit_sample") == _task(sampled).pk
 
 
 def test_counts_stop_at_the_cap(people, routed, client_for, monkeypatch):
@@ -200,16 +199,57 @@ def test_the_queue_page_costs_the_same_queries_at_any_length(people, routed, cli
 # --- next item, lease ----------------------------------------------------------------------
 
 
-def test_next_is_one_update_with_skip_locked_plus_history_and_audit(people, routed):
+def test_next_is_one_statement_with_skip_locked_history_and_audit(people, routed):
     first = _task(routed(people["submitter"]))
+    reviewer = people["reviewer_a"]
     with CaptureQueriesContext(connection) as ctx:
-        taken = services.review_claim_next(user=people["reviewer_a"])
-    assert taken.pk == first.pk and taken.claimed_by_id == people["reviewer_a"].pk
-    updates = [q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")
-               and "workflows_reviewtask" in q["sql"]]
-    assert len(updates) == 1 and "FOR UPDATE" in updates[0] and "SKIP LOCKED" in updates[0] and "RETURNING" in updates[0]
-    assert ReviewTask.history.filter(id=first.pk, history_change_reason="claimed").count() == 1
-    assert AuditEvent.objects.filter(object_type="reviewtask", object_id=str(first.pk), action="review.claimed").count() == 1
+        taken = services.review_claim_next(user=reviewer)
+    task = ReviewTask.objects.get(pk=first.pk)
+    assert taken == first.pk and task.claimed_by_id == reviewer.pk and task.lease_expires_at > timezone.now()
+    # The pick, the lease, the history row and the audit event: one statement, one round trip.
+    writes = [q["sql"] for q in ctx.captured_queries if "UPDATE " in q["sql"].upper() or "INSERT " in q["sql"].upper()]
+    assert len(writes) == 1
+    claim = writes[0]
+    assert "FOR UPDATE OF t SKIP LOCKED" in claim and "RETURNING" in claim
+    assert "INSERT INTO workflows_historicalreviewtask" in claim and "INSERT INTO workflows_auditevent" in claim
+    # Besides it only the reviewer's role (read once per request) and the transaction (a
+    # savepoint inside the test's own): the scope is a subquery of the claim.
+    sqls = [q["sql"] for q in ctx.captured_queries]
+    others = [sql for sql in sqls if sql != claim and not sql.startswith(
+        ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "SET LOCAL synchronous_commit TO OFF"))]
+    assert len(others) <= 1, others
+    # A claim does not wait for the disk (REVIEWDESK_CLAIM_ASYNC_COMMIT, on by default).
+    assert sqls.index("SET LOCAL synchronous_commit TO OFF") < sqls.index(claim)
+    # The history row is the task as claimed, as save() would have written it.
+    row = ReviewTask.history.get(id=first.pk, history_change_reason="claimed")
+    assert (row.history_type, row.history_user_id, row.claimed_by_id, row.lease_expires_at, row.lane, row.submission_id,
+            row.draft_id, row.due_at) == ("~", reviewer.pk, reviewer.pk, task.lease_expires_at, task.lane,
+                                          task.submission_id, task.draft_id, task.due_at)
+    # The audit event says what record() would say, and it chains and verifies like any other.
+    event = AuditEvent.objects.get(object_type="reviewtask", object_id=str(first.pk), action="review.claimed")
+    assert (event.actor_id, event.actor_label, event.workflow_version_id) == (
+        reviewer.pk, reviewer.username, task.submission.workflow_version_id)
+    assert event.payload == {"submission_id": task.submission_id, "lease_expires_at": task.lease_expires_at.isoformat(),
+                             "next": True}
+    from workflows import audit
+
+    audit.chain_now()
+    event.refresh_from_db()
+    assert event.hash and audit.verify_chain().ok
+
+
+def test_claims_wait_for_the_disk_when_told_to(people, routed, settings):
+    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = False
+    first, second = _task(routed(people["submitter"])), _task(routed(people["submitter"]))
+    with CaptureQueriesContext(connection) as ctx:
+        assert services.review_claim_next(user=people["reviewer_a"]) == first.pk
+        services.review_claim(task_id=second.pk, user=people["reviewer_a"])
+    assert not [q for q in ctx.captured_queries if "synchronous_commit" in q["sql"]]
+    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = True
+    services.review_release(task_id=second.pk, user=people["reviewer_a"])
+    with CaptureQueriesContext(connection) as ctx:
+        services.review_claim(task_id=second.pk, user=people["reviewer_a"])
+    assert [q["sql"] for q in ctx.captured_queries].count("SET LOCAL synchronous_commit TO OFF") == 1
 
 
 def test_the_heartbeat_renews_only_a_lease_it_holds(people, routed, client_for, settings):
@@ -293,7 +333,7 @@ def test_two_approvals_need_two_distinct_reviewers(two_approvals, people, client
     assert "1 of 2 approvals · yours given" in text and links == ["View"]
     assert Page(client_for("reviewer_a").get(f"/review/{task.pk}/")).by_id("approved-once") is not None
     # The second reviewer releases it.
-    assert services.review_claim_next(user=second).pk == task.pk
+    assert services.review_claim_next(user=second) == task.pk
     services.review_approve(task_id=task.pk, user=second)
     task.refresh_from_db()
     submission.refresh_from_db()

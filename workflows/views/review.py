@@ -299,12 +299,12 @@ def review_next(request):
     if lane is not None and lane not in selectors.QUEUE_TABS:
         messages.error(request, "Unknown lane; showing the blocking lane.")
         return redirect("review_queue")
-    task = services.review_claim_next(user=request.user, lane=lane)
-    if task is None:
+    task_id = services.review_claim_next(user=request.user, lane=lane)
+    if task_id is None:
         label = selectors.QUEUE_TABS[lane][0].lower() if lane else ""
         messages.info(request, "Nothing is waiting for you" + (f" in the {label} tab." if lane else "."))
         return redirect(reverse("review_queue") + (f"?lane={lane}" if lane else ""))
-    return redirect("review_detail", pk=task.pk)
+    return redirect("review_detail", pk=task_id)
 
 
 @role_required(REVIEWER)
