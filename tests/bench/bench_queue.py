@@ -15,8 +15,11 @@ and dropped; its namespace on Redis db 11). On top of it:
   INSERT ... SELECT from one made through the ORM (seconds, not minutes);
 * the SQL statements of one queue page and one counts poll, counted in this process at 1,000
   open tasks and again at --tasks: the two counts must be equal;
-* gunicorn as docker-compose.yml runs it (reviewdesk.wsgi's application, --workers 3, sync,
-  production settings) serving the app plus one bare Django view (tests/bench/bench_queue_urls.py:
+* gunicorn with docker-compose.yml's worker count and production settings, serving the app
+  through WSGI (--workers 3, sync; compose serves the same views through ASGI for the draft
+  stream, where a sync view also runs one at a time per worker; WSGI here because gunicorn's
+  access log then gives the server's own time per request; tests/bench/load.py runs ASGI as
+  compose does) plus one bare Django view (tests/bench/bench_queue_urls.py:
   the app's URLs and /bench/bare/, a view returning "ok" through the same middleware, session
   and all); --clients threads, each logged in as its own reviewer, request the queue page for
   --seconds, then the bare view the same way. The server's own time per request comes from
