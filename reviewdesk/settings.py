@@ -360,7 +360,8 @@ if REVIEWDESK_HEARTBEAT_STALE_SECONDS < 3 * REVIEWDESK_HEARTBEAT_SECONDS:
     )
 REVIEWDESK_SWEEP_SECONDS = env_int("REVIEWDESK_SWEEP_SECONDS", 15, minimum=1)
 # An eval run with no case finished for this long has lost its cases to a dead worker (no live
-# worker can still be inside one past the task's hard time limit); the sweep re-sends them.
+# worker can still be inside one past the task's hard time limit); the sweep re-sends them, at
+# most evals.services.EVAL_RESENDS times this long apart, then fails the run with the reason.
 REVIEWDESK_EVAL_STALL_SECONDS = env_int("REVIEWDESK_EVAL_STALL_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=5)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations",
