@@ -240,8 +240,8 @@ def eval_runs_sweep(now=None) -> dict[str, int]:
     for run in stalled_eval_runs(now):
         missing = missing_cases(run)
         if missing is None:
-            reason = ("its worker stopped, and the cases it had left cannot be told (a dry run, or a dataset "
-                      "changed since the run began), so they were not sent again")
+            reason = ("its worker stopped, and the cases it had left cannot be identified (a dry run, or a "
+                      "dataset changed since the run began), so they were not sent again")
         elif run.resends >= EVAL_RESENDS:
             reason = (f"no case finished, even after the missing cases were sent again {run.resends} times "
                       f"(a worker keeps stopping inside them)")

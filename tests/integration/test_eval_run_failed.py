@@ -112,7 +112,7 @@ def test_a_stalled_run_whose_cases_cannot_be_told_fails_at_once(stalled):
     assert services.eval_runs_sweep() == {"resent": 2, "failed": 1}  # the full run is re-sent, the dry run fails
     dry.refresh_from_db()
     assert dry.state == RunState.FAILED and dry.resends == 0
-    assert dry.failure_reason.startswith("its worker stopped, and the cases it had left cannot be told")
+    assert dry.failure_reason.startswith("its worker stopped, and the cases it had left cannot be identified")
 
 
 def test_a_run_that_finishes_cases_is_never_failed_by_the_sweep(stalled):

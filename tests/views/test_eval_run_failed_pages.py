@@ -38,7 +38,7 @@ def test_the_run_page_says_why_it_failed_and_offers_to_run_it_again(client_for, 
     assert "Failed after 1 of 3 cases" in html and "hx-trigger" not in html  # no polling of a run that ended
     notice = page.by_id("run-failed").text
     assert f"This run failed: {REASON}." in notice
-    assert "does not count for publishing" in notice and "the 1 case that finished are listed below" in notice
+    assert "does not count for publishing" in notice and "the 1 case that finished is listed below" in notice
     form = page.by_id("run-again")
     assert form.attrs["action"] == "/evals/customer-reply/run/" and form.attrs["method"] == "post"
     assert _inside(page, "run-failed", "form", id="run-again")
