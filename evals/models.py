@@ -70,6 +70,10 @@ class Case(models.Model):
 class RunState(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
+    # Stopped for good, with EvalRun.failure_reason: its cases kept killing their workers, could
+    # not be sent again, or raised an error outside the per-case checks. Never a measurement: the
+    # publish gate refuses it and asks for a new run (evals/gate.py).
+    FAILED = "failed", "Failed"
 
 
 class RunPurpose(models.TextChoices):
@@ -90,6 +94,12 @@ class EvalRun(models.Model):
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Why a failed run stopped, in words its page and the publish gate show.
+    failure_reason = models.CharField(max_length=500, blank=True)
+    # The sweep's re-sends of its missing cases (services.eval_runs_sweep): how many, and the
+    # last one, from which the stall clock starts again so the re-sent cases get their time.
+    resends = models.PositiveSmallIntegerField(default=0)
+    resent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -54,11 +54,13 @@ def version_for(workflow: Workflow, number) -> WorkflowVersion:
 
 
 def versions_with_last_eval(workflow: Workflow) -> list[WorkflowVersion]:
-    """Every version, newest first, each with its last finished run on the gate dataset."""
+    """Every version, newest first, each with its last finished run on the gate dataset: done,
+    or failed (then the gate refuses it, evals/gate.py, and the page says so)."""
     versions = list(workflow.versions.select_related("created_by", "published_by").order_by("-number"))
     runs = {}
-    for run in EvalRun.objects.filter(version__workflow=workflow, dataset__name=DEFAULT_DATASET, state=RunState.DONE,
-                                      total__gt=1).order_by("finished_at"):
+    for run in EvalRun.objects.filter(version__workflow=workflow, dataset__name=DEFAULT_DATASET,
+                                      state__in=[RunState.DONE, RunState.FAILED],
+                                      total__gt=1).order_by("finished_at", "pk"):
         runs[run.version_id] = run
     for version in versions:
         version.last_eval = runs.get(version.pk)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -13,13 +14,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from workflows import audit
 from workflows.models import Decision, DomainError, ReviewState, ReviewTask, Workflow, WorkflowVersion
-from workflows.roles import WORKFLOW_ADMIN, system_user
+from workflows.roles import WORKFLOW_ADMIN, has_role, system_user
 from workflows.vocab import AuditAction
 
 from .expectations import CaseError, Outcome, check, judge_failures, parse_expectations
@@ -173,23 +174,46 @@ def eval_case_done(*, run: EvalRun, case: Case, outcome: Outcome, failures: list
     return stored
 
 
-# How many times the sweep re-sends a stalled run's missing cases before it stops trying and
-# says so in the log (each re-send is at most one model call per missing case).
+# How many times the sweep re-sends a stalled run's missing cases before it fails the run. Each
+# re-send costs up to one model call per missing case, and follows a whole stall period without a
+# finished case. A worker lost to a deploy or a dead node is rare; cases that take their worker
+# down three times running (an input that exhausts memory, a crash in a library) will do it a
+# fourth time, and the run is better failed with a reason than re-sent for ever.
 EVAL_RESENDS = 3
 
 
+def eval_run_fail(*, run_id: int, reason: str) -> bool:
+    """Stop a running run for good, saying why (its page, and the publish gate, show the reason).
+    One conditional UPDATE: False when the run had finished or failed already, so a run closes
+    once, as done or as failed. Cases still queued find it failed and do nothing."""
+    failed = EvalRun.objects.filter(pk=run_id, state=RunState.RUNNING).update(
+        state=RunState.FAILED, finished_at=timezone.now(), failure_reason=reason[:500])
+    if failed:
+        log.error("eval run %s failed: %s", run_id, reason)
+    return bool(failed)
+
+
+def unexpected_error(case: Case, exc: BaseException) -> str:
+    """A run's failure reason for an error outside the per-case checks (a model that does not
+    answer is a failed case, not this): a fault that sending the case again would repeat."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]  # the traceback and details are in the log
+    return f"case {case.key} stopped with an unexpected error ({type(exc).__name__}: {first_line})"
+
+
 def stalled_eval_runs(now=None) -> list[EvalRun]:
-    """Running eval runs with no case finished for REVIEWDESK_EVAL_STALL_SECONDS.
+    """Running eval runs with no case finished (and no re-send) for REVIEWDESK_EVAL_STALL_SECONDS.
 
     An eval case has no claim or heartbeat: it is one acks_late task per case, and a worker
     killed in the middle of one leaves its message unacknowledged in Redis until the broker's
     visibility timeout (an hour) hands it out again. Until then the run shows "running". The
     default stall limit is the task's hard time limit plus a minute: by then no live worker can
     still be inside one of the run's cases, so whatever has not finished was lost (or is still
-    queued, which a re-send cannot hurt: the result is stored once per case and run)."""
+    queued, which a re-send cannot hurt: the result is stored once per case and run). The clock
+    starts again at each re-send, so re-sent cases get the same time as the first ones."""
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.REVIEWDESK_EVAL_STALL_SECONDS)
     runs = (EvalRun.objects.filter(state=RunState.RUNNING, started_at__lt=stale_before)
+            .filter(Q(resent_at__isnull=True) | Q(resent_at__lt=stale_before))
             .annotate(last_result_at=Max("results__created_at")))
     return [r for r in runs if r.last_result_at is None or r.last_result_at < stale_before]
 
@@ -208,31 +232,39 @@ def missing_cases(run: EvalRun) -> list[int] | None:
 
 def eval_runs_sweep(now=None) -> dict[str, int]:
     """Periodic (evals.tasks.sweep_stalled_eval_runs): re-send the missing cases of each stalled
-    run, at most EVAL_RESENDS times per run; a run whose cases cannot be told, or that stays
-    stalled after that, is logged as an error once per sweep instead."""
-    resent = given_up = 0
+    run, at most EVAL_RESENDS times per run. A run still stalled after that, or whose missing
+    cases cannot be told, is failed with the reason: it would otherwise show "running" for ever.
+    Safe to run twice at once: each re-send is claimed with one conditional UPDATE."""
+    now = now or timezone.now()
+    resent = failed = 0
     for run in stalled_eval_runs(now):
         missing = missing_cases(run)
-        key = f"evals:resent:{run.pk}"
-        tries = _sweep_cache().get(key, 0)
-        if missing is None or tries >= EVAL_RESENDS:
-            log.error("eval run %s stalled at %s of %s cases and cannot be resumed (%s)", run.pk, run.completed,
-                      run.total, "its cases are not the dataset's" if missing is None else f"re-sent {tries} times")
-            given_up += 1
+        if missing is None:
+            reason = ("its worker stopped, and the cases it had left cannot be identified (a dry run, or a "
+                      "dataset changed since the run began), so they were not sent again")
+        elif run.resends >= EVAL_RESENDS:
+            reason = (f"no case finished, even after the missing cases were sent again {run.resends} times "
+                      f"(a worker keeps stopping inside them)")
+        else:
+            claimed = EvalRun.objects.filter(pk=run.pk, state=RunState.RUNNING, resends=run.resends).update(
+                resends=F("resends") + 1, resent_at=now)
+            if claimed:
+                for case_id in missing:
+                    _send_case(run.pk, case_id)
+                resent += len(missing)
+                log.warning("eval run %s stalled at %s of %s cases: re-sent %d (try %d of %d)", run.pk, run.completed,
+                            run.total, len(missing), run.resends + 1, EVAL_RESENDS)
             continue
-        _sweep_cache().set(key, tries + 1, timeout=7 * 86400)
-        for case_id in missing:
-            _send_case(run.pk, case_id)
-        resent += len(missing)
-        log.warning("eval run %s stalled at %s of %s cases: re-sent %d (try %d of %d)", run.pk, run.completed,
-                    run.total, len(missing), tries + 1, EVAL_RESENDS)
-    return {"resent": resent, "given_up": given_up}
+        failed += eval_run_fail(run_id=run.pk, reason=reason)
+    return {"resent": resent, "failed": failed}
 
 
-def _sweep_cache():
-    from django.core.cache import caches
-
-    return caches[settings.REVIEWDESK_DRAFT_CACHE]
+def may_run_again(user, run: EvalRun) -> bool:
+    """Whether the run's page offers "Run again": a failed run of a whole dataset that still has
+    cases, to a workflow admin (who alone may start runs). A failed dry run is tried again from
+    the versions page, where its case is chosen: the run does not record which one it was."""
+    return (run.state == RunState.FAILED and run.purpose != RunPurpose.DRY_RUN and has_role(user, WORKFLOW_ADMIN)
+            and run.dataset.cases.exists())
 
 
 def drift_start_all() -> list[EvalRun]:
@@ -309,12 +341,21 @@ def eval_run_here(version: WorkflowVersion, dataset: Dataset, *, threads: int = 
     spec = version.spec
 
     trust = judge_trusted(dataset)
+    stopped = threading.Event()
 
     def one(case):
+        if stopped.is_set():
+            return  # the run failed: no more model calls for it
         try:
             outcome, result = evaluate(spec, case.input, rubric=rubric_of(case))
             failures, judged = check_case(case, outcome, trust_judge=trust)
             eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
+        except Exception as exc:
+            # Nothing here would send the case again (no sweep waits on this process): the run
+            # fails with the reason, and the caller sees a failed run, not a traceback.
+            stopped.set()
+            log.exception("eval run %s: case %s", run.pk, case.key)
+            eval_run_fail(run_id=run.pk, reason=unexpected_error(case, exc))
         finally:
             connection.close()  # each thread has its own connection
 

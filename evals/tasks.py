@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 from . import services
 from .judge import measure
@@ -27,9 +27,20 @@ def run_eval_case(run_id: int, case_id: int) -> None:
     spec = run.version.spec
     if not connection.in_atomic_block:
         connection.close()  # as generate_draft: no connection held across the model call
-    outcome, result = evaluate(spec, case.input, rubric=services.rubric_of(case))
-    failures, judged = services.check_case(case, outcome, trust_judge=services.judge_trusted(run.dataset))
-    services.eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
+    try:
+        outcome, result = evaluate(spec, case.input, rubric=services.rubric_of(case))
+        failures, judged = services.check_case(case, outcome, trust_judge=services.judge_trusted(run.dataset))
+        services.eval_case_done(run=run, case=case, outcome=outcome, failures=failures, result=result, judged=judged)
+    except (OperationalError, InterfaceError):
+        # The database was away for a moment: the case has no result, and the sweep sends it again
+        # once the run stalls. The run is not at fault.
+        raise
+    except Exception as exc:
+        # Anything else escaped the per-case handling (a model that fails is a failed case, not
+        # this): a fault that the same case would hit again on every re-send. The run stops now
+        # with the reason instead of being re-sent by the sweep; raised on for the worker's log.
+        services.eval_run_fail(run_id=run.pk, reason=services.unexpected_error(case, exc))
+        raise
 
 
 @shared_task(name="evals.tasks.sweep_stalled_eval_runs")

@@ -109,10 +109,12 @@ def eval_run(request, pk):
         "summary": summarise(run),
         "results": paginate(request, selectors.results_of(run).order_by("passed", "case__key", "pk")),
         "others": selectors.runs_of(run.version.workflow).filter(dataset=run.dataset).exclude(pk=run.pk)[:20],
+        "may_run_again": services.may_run_again(request.user, run),
     }
     response = render_page(request, "evals/run.html", context, partial="progress")
-    if request.htmx and run.state == RunState.DONE:
-        # The poll that sees the run finish reloads the page once, so the case table is whole.
+    if request.htmx and run.state != RunState.RUNNING:
+        # The poll that sees the run end (done or failed) reloads the page once, so the case
+        # table is whole.
         response["HX-Refresh"] = "true"
     return response
 

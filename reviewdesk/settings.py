@@ -364,7 +364,8 @@ if REVIEWDESK_HEARTBEAT_STALE_SECONDS < 3 * REVIEWDESK_HEARTBEAT_SECONDS:
     )
 REVIEWDESK_SWEEP_SECONDS = env_int("REVIEWDESK_SWEEP_SECONDS", 15, minimum=1)
 # An eval run with no case finished for this long has lost its cases to a dead worker (no live
-# worker can still be inside one past the task's hard time limit); the sweep re-sends them.
+# worker can still be inside one past the task's hard time limit); the sweep re-sends them, at
+# most evals.services.EVAL_RESENDS times this long apart, then fails the run with the reason.
 REVIEWDESK_EVAL_STALL_SECONDS = env_int("REVIEWDESK_EVAL_STALL_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=5)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stalled-generations": {"task": "workflows.tasks.requeue_stalled_generations",
@@ -537,9 +538,14 @@ REVIEWDESK_DIGEST_MINUTES = env_int("REVIEWDESK_DIGEST_MINUTES", 10, minimum=1)
 # Tries per e-mail before it is given up (logged as an error); the waits between tries double
 # from one minute up to an hour.
 REVIEWDESK_MAIL_MAX_ATTEMPTS = env_int("REVIEWDESK_MAIL_MAX_ATTEMPTS", 8, minimum=1)
+# Days an e-mail's outbox row is kept once it is sent, skipped or given up; then the hourly
+# purge_notifications task deletes it (pending rows are never deleted). 0 keeps them forever.
+REVIEWDESK_NOTIFICATION_RETENTION_DAYS = env_int("REVIEWDESK_NOTIFICATION_RETENTION_DAYS", 30, minimum=0)
 CELERY_BEAT_SCHEDULE.update({
     "review-sla-check": {"task": "workflows.tasks.check_review_sla", "schedule": float(REVIEWDESK_SLA_CHECK_SECONDS)},
     "review-digest": {"task": "workflows.tasks.send_review_digests", "schedule": 60.0 * REVIEWDESK_DIGEST_MINUTES},
     # E-mails whose first try failed (or whose task was lost with the broker), when their wait is over.
     "deliver-notifications": {"task": "workflows.tasks.deliver_notifications", "schedule": 60.0},
+    # Retention is counted in days; hourly keeps each run small, as for the export jobs.
+    "purge-notifications": {"task": "workflows.tasks.purge_notifications", "schedule": 3600.0},
 })

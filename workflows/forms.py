@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 
 from .definitions import FieldDef, StepDef
 from .models import RejectReason
@@ -18,6 +20,19 @@ TOO_LONG_MESSAGE = (
     "This answer is %(show_value)s characters long; the most it can take is %(limit_value)s. "
     "Nothing was cut: please shorten it and send it again."
 )
+
+
+class _ReadableMaxLengthValidator(MaxLengthValidator):
+    """Django's length check, with both numbers written with thousands separators (12,000):
+    a submitter reads "12000 characters" as a code more than a length. The same format as the
+    counter of static/js/submit.js, which shows the number while they type. (Not humanize's
+    intcomma: django.contrib.humanize is not an installed app, and this needs no locale.)"""
+
+    def __call__(self, value):
+        length = self.clean(value)
+        if self.compare(length, self.limit_value):
+            raise ValidationError(self.message, code=self.code, params={
+                "limit_value": f"{self.limit_value:,}", "show_value": f"{length:,}", "value": value})
 
 
 class _UncutLengthMixin:
@@ -32,6 +47,8 @@ class _UncutLengthMixin:
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("error_messages", {}).setdefault("max_length", TOO_LONG_MESSAGE)
         super().__init__(*args, **kwargs)
+        self.validators = [_ReadableMaxLengthValidator(v.limit_value) if type(v) is MaxLengthValidator else v
+                           for v in self.validators]
 
     def widget_attrs(self, widget):
         attrs = super().widget_attrs(widget)

@@ -720,7 +720,11 @@ class Notification(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["next_attempt_at"], condition=models.Q(state="pending"),
-                                name="notification_pending_idx")]
+                                name="notification_pending_idx"),
+                   # The retention purge (notifications.purge_finished) finds old rows that are
+                   # done with here, instead of reading the whole outbox every hour.
+                   models.Index(fields=["created_at"], condition=~models.Q(state="pending"),
+                                name="notification_finished_idx")]
         constraints = [
             models.UniqueConstraint(fields=["recipient", "dedupe_key"], condition=~models.Q(dedupe_key=""),
                                     name="uniq_notification_per_event"),

@@ -17,10 +17,13 @@ request's transaction, so a slow or failing mail server cannot hold up or undo a
 * Sending (`deliver`) claims a row with one conditional UPDATE, so a row is sent once however
   many tasks try; a failure waits 1, 2, 4 ... 60 minutes and tries again, up to
   REVIEWDESK_MAIL_MAX_ATTEMPTS, each failure logged.
+* Retention (`purge_finished`): rows that are done with (sent, skipped, given up) are deleted
+  REVIEWDESK_NOTIFICATION_RETENTION_DAYS after they were written; pending rows never.
 """
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import current_app
@@ -62,6 +65,12 @@ LISTED = 50
 # How long a sender holds a row it is sending (a worker that dies mid-send frees it after this).
 CLAIM = timedelta(minutes=5)
 DELIVER_TASK = "workflows.tasks.deliver_notification"
+# Old rows deleted per statement. Each batch commits on its own, so the purge never holds many
+# row locks and a large first backlog is worked off a batch at a time.
+PURGE_BATCH = 1000
+# A purge run stops after this long with old rows left (the next hourly run goes on): far inside
+# the task's time limit, however large the backlog of a first run.
+PURGE_SECONDS = 60
 REVIEWER_KINDS = (Kind.NEW_WORK, Kind.OVERDUE, Kind.ESCALATION)
 SUBMITTER_KINDS = (Kind.DECISION, Kind.RETRACTION)
 
@@ -397,3 +406,37 @@ def _submitter_message(notification: Notification, user):
                    reason_text=task.reason_text if selectors.may_see_drafts(user, submission) else "",
                    retracted=submission.retracted_at is not None)
     return f"Your request #{submission.pk} was not approved", context
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def purge_finished(*, now=None, batch: int = PURGE_BATCH, seconds: float = PURGE_SECONDS) -> int:
+    """Delete the rows that are done with (sent, skipped, or given up after
+    REVIEWDESK_MAIL_MAX_ATTEMPTS) written more than REVIEWDESK_NOTIFICATION_RETENTION_DAYS ago,
+    ``batch`` at a time for up to ``seconds``; 0 days keeps every row. A pending row is never
+    deleted, however old: it is a message still owed. Returns the number deleted.
+
+    No audit event, unlike the export purge: an outbox row is a copy of a message, not evidence.
+    The audit chain records the decisions, overdue marks and escalations the messages were about,
+    and no event, page or link points at a Notification row (e-mails link to reviews and
+    requests). Nothing is re-sent after a purge either: a message is due when its event commits
+    (a decision, a retraction at a given time) or when a review is first announced, overdue or
+    escalated, which ReviewTask itself records; ``dedupe_key`` only has to outlive the moment a
+    hook could run twice, never 30 days.
+    """
+    days = settings.REVIEWDESK_NOTIFICATION_RETENTION_DAYS
+    if days == 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    # The same condition as notification_finished_idx, so the planner reads only old rows.
+    old = Notification.objects.exclude(state=NotificationState.PENDING).filter(created_at__lt=cutoff)
+    deadline = time.monotonic() + seconds
+    total = 0
+    while True:
+        # One DELETE ... WHERE id IN (SELECT id ... LIMIT n): rows deleted by a purge running at
+        # the same time are simply not found again, so two runs at once are harmless.
+        deleted, _ = Notification.objects.filter(pk__in=old.order_by("created_at").values("pk")[:batch]).delete()
+        total += deleted
+        if deleted < batch or time.monotonic() > deadline:
+            return total

@@ -251,6 +251,18 @@ def deliver_notifications() -> dict:
     return notifications.deliver_due()
 
 
+@shared_task(name="workflows.tasks.purge_notifications", ignore_result=True, **_DB_RETRY)
+def purge_notifications() -> int:
+    """Outbox rows sent, skipped or given up more than REVIEWDESK_NOTIFICATION_RETENTION_DAYS
+    ago: deleted (pending ones never). Safe to run twice: a deleted row is not found again."""
+    from . import notifications
+
+    purged = notifications.purge_finished()
+    if purged:
+        log.info("notification purge deleted %d old e-mail rows", purged)
+    return purged
+
+
 @shared_task(name="workflows.tasks.resend_queued_audit_exports", ignore_result=True)
 def resend_queued_audit_exports() -> int:
     """Export jobs whose task message was lost (broker down at commit) get it again."""

@@ -21,6 +21,12 @@
     return length;
   }
 
+  /* 12,000 as the server's refusal writes it (workflows/forms.py): always with a comma, not in
+     the browser's locale, so the warning here and the message after Next show the same number. */
+  function count(n) {
+    return n.toLocaleString("en-US");
+  }
+
   function noteFor(input, cls) {
     var id = input.id + "_" + cls;
     var note = document.getElementById(id);
@@ -38,15 +44,15 @@
     if (!limit) { return; }
     var length = serverLength(input.value);
     var counter = noteFor(input, "char-count");
-    counter.textContent = length.toLocaleString() + " / " + limit.toLocaleString() + " characters";
+    counter.textContent = count(length) + " / " + count(limit) + " characters";
     counter.classList.toggle("over", length > limit);
     var warning = document.getElementById(input.id + "_field-warning");
     if (length > limit) {
       warning = noteFor(input, "field-warning");
       warning.setAttribute("role", "alert");
       warning.textContent = (pasted ? "What you pasted makes this answer " : "This answer is now ") +
-        length.toLocaleString() + " characters long; the most it can take is " + limit.toLocaleString() +
-        ". Nothing has been cut: please shorten it by " + (length - limit).toLocaleString() +
+        count(length) + " characters long; the most it can take is " + count(limit) +
+        ". Nothing has been cut: please shorten it by " + count(length - limit) +
         " characters before you go on.";
       input.setAttribute("aria-describedby", warning.id);
     } else if (warning) {

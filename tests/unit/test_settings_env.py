@@ -128,3 +128,11 @@ def test_a_stale_limit_shorter_than_the_task_time_limit_is_refused():
     proc = _start(REVIEWDESK_TASK_TIME_LIMIT="300", REVIEWDESK_GENERATION_STALE_SECONDS="60")
     assert proc.returncode != 0
     assert "REVIEWDESK_GENERATION_STALE_SECONDS=60 must be at least 330" in proc.stderr
+
+
+def test_notification_retention_takes_zero_for_forever_but_not_a_negative_number():
+    refused = _start(REVIEWDESK_NOTIFICATION_RETENTION_DAYS="-1")
+    assert refused.returncode != 0
+    assert "REVIEWDESK_NOTIFICATION_RETENTION_DAYS=-1 must be at least 0" in refused.stderr
+    forever = _start(REVIEWDESK_NOTIFICATION_RETENTION_DAYS="0")
+    assert forever.returncode == 0, forever.stderr

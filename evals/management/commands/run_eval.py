@@ -67,6 +67,8 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
         else:
             self._wait(run, timeout)
+        if run.state == RunState.FAILED:
+            raise CommandError(f"eval run #{run.pk} failed after {run.completed} of {run.total} cases: {run.failure_reason}")
         summary = summarise(run)
         self.stdout.write(
             f"{workflow} v{chosen.number} over {dataset}: {summary.cases} cases, {summary.passed} passed, "
@@ -85,8 +87,8 @@ class Command(BaseCommand):
             if run.completed != last:
                 self.stderr.write(f"{run.completed}/{run.total} cases done")
                 last = run.completed
-            if run.state == RunState.DONE:
-                return
+            if run.state != RunState.RUNNING:
+                return  # done, or failed (the caller says why)
             if time.monotonic() > deadline:
                 raise CommandError(f"{run.completed} of {run.total} cases done after {timeout:g} s: is a worker "
                                    f"consuming the llm queue? (or use --in-process)")
