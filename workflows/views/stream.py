@@ -17,6 +17,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_safe
 
@@ -33,13 +34,23 @@ PING_SECONDS = 15
 
 def _target(user, pk: int):
     """The submission (scoped: 404 outside the reader's scope) and whether to stream it now."""
-    submission = selectors.submission_for(user, pk)
-    streams = (
-        draft_stream.available()
-        and submission.is_drafting
-        and draft_stream.streams_to_submitter(submission.workflow_version.spec)
-    )
-    return submission, streams
+    try:
+        submission = selectors.submission_for(user, pk)
+        streams = (
+            draft_stream.available()
+            and submission.is_drafting
+            and draft_stream.streams_to_submitter(submission.workflow_version.spec)
+        )
+        return submission, streams
+    finally:
+        # Django hands a request's pooled connection back on request_finished, which for a
+        # streaming response comes when the stream ends: every watching page would hold one of
+        # the REVIEWDESK_DB_POOL_MAX (10) connections for the whole draft, and the eleventh
+        # page would wait for the pool (tests/bench/bench_sse.py: 10 of 200 watchers served).
+        # The stream needs no database, so give it back now. (Inside a test's transaction the
+        # connection is the test's: leave it.)
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 @require_safe
