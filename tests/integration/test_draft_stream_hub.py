@@ -248,3 +248,27 @@ def test_pages_on_one_stream_each_read_from_their_own_position(redis_client):
     assert [f[b"t"] for _id, f in got_resumed] == [b"two "]
     assert waited < draft_stream_hub.BLOCK_MS / 1000 / 2, waited
     redis_client.delete(key)
+
+
+def test_when_redis_fails_the_pages_are_ended_and_poll(demo, settings, caplog):
+    """The reader's XREAD fails (Redis gone): every page of the moment gets "end" (its polling
+    carries on) and the log says why, once for all of them."""
+    version, _ = services.workflow_publish(spec=parse_definition({**streamable_definition(), "cache": False}))
+    submission = services.submission_create(version=version, user=demo.users["submitter"], data=CUSTOMER_REPLY_INPUT)
+    services.generation_claim(submission_id=submission.pk)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+    async def read():
+        from django.test import AsyncClient
+
+        client = AsyncClient()
+        await client.aforce_login(demo.users["submitter"])
+        response = await client.get(f"/submissions/{submission.pk}/stream/")
+        assert response.status_code == 200
+        return b"".join([chunk async for chunk in response.streaming_content]).decode()
+
+    started = time.monotonic()
+    body = async_to_sync(read)()
+    assert body == "retry: 3000\n\nevent: end\ndata: {}\n\n"
+    assert time.monotonic() - started < 10
+    assert any("Redis read failed" in r.getMessage() for r in caplog.records)
