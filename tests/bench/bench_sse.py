@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.bench.run_bench import DEFAULT_PG_URL, DEFAULT_REDIS_URL, pct, say, with_db  # noqa: E402
+from tests.bench.run_bench import DEFAULT_PG_URL, DEFAULT_REDIS_URL, pct, pids_cpu, say, with_db  # noqa: E402
 
 
 def redis_sockets(pid: int, redis_port: int) -> int:
@@ -62,6 +62,18 @@ def redis_sockets(pid: int, redis_port: int) -> int:
         if target.startswith("socket:[") and target[8:-1] in inodes:
             count += 1
     return count
+
+
+def xread_stats(url: str) -> tuple[int, int]:
+    """Calls of XREAD and the microseconds Redis spent in them, since its start (all clients)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats").get("cmdstat_xread", {})
+    finally:
+        client.close()
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
 class Watcher:
@@ -192,11 +204,16 @@ class SseBench:
             connect_seconds = time.monotonic() - opened
             await asyncio.sleep(1.0)  # every watcher now waits on Redis
             watching = redis_sockets(pid, redis_port)
+            cpu_before, wall_before = pids_cpu([pid])[pid], time.monotonic()
+            xread_before = xread_stats(self.redis_url)
             peak = [watching]
             sinks = {pk: RedisDraftSink(pk, 1) for pk in pks}
             first_written: dict[int, float] = {}
 
+            writing = {}
+
             def write_all() -> None:
+                writing["started"] = time.monotonic()
                 for sink in sinks.values():
                     sink.start()
                 for i in range(a.tokens):
@@ -206,14 +223,19 @@ class SseBench:
                     time.sleep(a.token_interval)
                 for sink in sinks.values():
                     sink.finish()
+                writing["seconds"] = time.monotonic() - writing["started"]
 
             writer = asyncio.create_task(asyncio.to_thread(write_all))
             while not writer.done():
                 peak.append(redis_sockets(pid, redis_port))
                 await asyncio.sleep(0.1)
             await writer
+            written = time.monotonic()
             await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            drained = time.monotonic() - written
             peak.append(redis_sockets(pid, redis_port))
+            cpu, wall = pids_cpu([pid])[pid] - cpu_before, time.monotonic() - wall_before
+            xread_after = xread_stats(self.redis_url)
         await asyncio.sleep(1.0)
         after = redis_sockets(pid, redis_port)
 
@@ -230,6 +252,12 @@ class SseBench:
         say(f"all connected in {connect_seconds:.2f} s")
         say(f"Redis connections of the server process: idle {idle}, while {len(watchers)} watch "
             f"{watching}, peak during the drafts {max(peak)}, after {after}")
+        say(f"last \"end\" written -> every watcher has read it: {drained * 1000:.0f} ms")
+        calls, usec = (xread_after[0] - xread_before[0]), (xread_after[1] - xread_before[1])
+        say(f"writing the drafts took {writing['seconds']:.2f} s (sleeps: {a.tokens * a.token_interval:.2f} s); "
+            f"Redis meanwhile served {calls} XREAD calls in {usec / 1000:.0f} ms of its time "
+            "(INFO commandstats: the whole server)")
+        say(f"server CPU while the drafts were written and read: {cpu:.2f} s in {wall:.2f} s")
         say(f"first token, XADD -> client (ms): p50 {pct(latencies, 0.5):.0f}, p95 {pct(latencies, 0.95):.0f}, "
             f"max {max(latencies, default=float('nan')):.0f} ({len(latencies)} watchers)")
 
