@@ -211,6 +211,9 @@ CACHES = {
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "drafts"},
 }
+# Pages one web process streams drafts to at once (workflows/draft_stream_hub.py: they share one
+# Redis reader, so this bounds memory and sockets, not Redis connections); the next page polls.
+REVIEWDESK_SSE_MAX_WATCHERS = env_int("REVIEWDESK_SSE_MAX_WATCHERS", 500, minimum=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
