@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.conftest import demo_yaml
 from tests.unit.test_draft_stream_rule import streamable_definition
@@ -123,6 +125,14 @@ def test_a_confident_draft_of_a_matching_request_is_held_with_the_rule_as_reason
 def test_a_hard_finding_still_names_itself_first(demo_spec):
     decision = route(0.99, ["guardrail"], demo_spec("compliance-report").routing, 0.5, values={"severity": "high"})
     assert decision.lane == Lane.BLOCKING_REVIEW and decision.reason == "hard finding: guardrail"
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True), st.lists(st.sampled_from([str(f) for f in Finding]), max_size=4),
+       st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+def test_a_matching_rule_holds_whatever_the_score_findings_and_draw(score, findings, draw):
+    policy = parse_yaml(demo_yaml("compliance-report")).routing
+    decision = route(score, findings, policy, draw, values={"severity": "high"})
+    assert decision.lane == Lane.BLOCKING_REVIEW and not decision.sampled_for_audit
 
 
 def test_rules_without_values_fail_safe(demo_spec):
