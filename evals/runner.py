@@ -51,7 +51,7 @@ def evaluate(spec: WorkflowDefinition, raw_input: Any, *, engine=None, rubric: s
         return Outcome(content="", parsed=None, schema_valid=False, lane="", score=0.0, findings=(),
                        cost_usd=result.cost_usd, latency_ms=result.latency_ms,
                        failure=f"{result.failure.kind}: {result.failure.detail}"[:500]), result
-    decision = route(result.score, result.findings, spec.routing, draw=1.0)
+    decision = route(result.score, result.findings, spec.routing, draw=1.0, values=values)
     grade, note, extra_cost = None, "", 0
     if rubric:
         verdict = judge(spec, values, result.content, rubric, engine=engine or default_engine())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import jsonschema
@@ -182,12 +182,13 @@ class GuardrailsDef(_Strict):
 PRIORITIES = ("low", "normal", "high", "urgent")
 
 
-class PriorityRuleDef(_Strict):
-    """Raise a review's priority when a form value matches: ``{field: order_value, gte: 1000,
-    priority: high}``. Exactly one comparison; a rule never lowers the workflow's priority."""
+class FormRuleDef(_Strict):
+    """A condition on one form value: ``{field: order_value, gte: 1000}`` or ``{field:
+    severity, equals: high}``. Exactly one comparison, so a rule reads as one sentence and two
+    conditions are two rules. The shape and the matcher of ``routing.priority_rules`` and
+    ``routing.hold_rules``."""
 
     field: str = Field(pattern=NAME_RE)
-    priority: Literal[PRIORITIES]  # type: ignore[valid-type]
     gte: Decimal | None = None
     gt: Decimal | None = None
     lte: Decimal | None = None
@@ -197,15 +198,74 @@ class PriorityRuleDef(_Strict):
 
     @model_validator(mode="after")
     def _one_comparison(self):
-        given = [k for k in ("gte", "gt", "lte", "lt", "equals", "in_") if getattr(self, k) is not None]
+        given = [k for k in COMPARISONS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of gte, gt, lte, lt, equals, in")
         return self
+
+    @property
+    def comparison(self) -> tuple[str, Any]:
+        """The rule's one comparison as (key as written, value): ``("in", ["a", "b"])``."""
+        key = next(k for k in COMPARISONS if getattr(self, k) is not None)
+        return key.rstrip("_"), getattr(self, key)
+
+    def condition(self) -> dict[str, Any]:
+        """The field and its comparison as the author wrote them (JSON-ready), for the draft's
+        stored routing facts and the reviewer's sentence (workflows/explain.py)."""
+        key, value = self.comparison
+        plain = str(value) if isinstance(value, Decimal) else value
+        return {"field": self.field, key: plain}
+
+    def matches(self, data: dict) -> bool:
+        value = (data or {}).get(self.field)
+        if self.equals is not None:
+            return value == self.equals or (value is not None and str(value) == str(self.equals))
+        if self.in_ is not None:
+            values = value if isinstance(value, list) else [value]
+            return any(str(v) in self.in_ for v in values if v is not None)
+        number = _number(value)
+        if number is None:
+            return False  # an empty or non-numeric value matches no numeric comparison
+        if self.gte is not None:
+            return number >= self.gte
+        if self.gt is not None:
+            return number > self.gt
+        if self.lte is not None:
+            return number <= self.lte
+        return number < self.lt
+
+
+COMPARISONS = ("gte", "gt", "lte", "lt", "equals", "in_")
+
+
+def _number(value) -> Decimal | None:
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+class PriorityRuleDef(FormRuleDef):
+    """Raise a review's priority when a form value matches: ``{field: order_value, gte: 1000,
+    priority: high}``. A rule never lowers the workflow's priority."""
+
+    priority: Literal[PRIORITIES]  # type: ignore[valid-type]
+
+
+class HoldRuleDef(FormRuleDef):
+    """Hold every draft whose form value matches for blocking review, whatever its score:
+    ``{field: severity, equals: high}``. What the workflow's owners decided a person must see
+    before release is a rule about the request, not a confidence the model can exceed."""
 
 
 class RoutingDef(_Strict):
     priority: Literal[PRIORITIES] = "normal"  # type: ignore[valid-type]
     priority_rules: list[PriorityRuleDef] = []
+    # Drafts of a request matching any of these go to blocking review whatever their score
+    # (routing.route); e.g. [{field: severity, equals: high}].
+    hold_rules: list[HoldRuleDef] = []
     # The blocking lane needs two distinct reviewers' approvals of the same text.
     two_approvals: bool = False
     auto_approve_at: float = Field(default=0.90, ge=0, le=1)
@@ -313,11 +373,17 @@ class WorkflowDefinition(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _priority_rule_fields(self):
-        names = {f.name for step in self.form.steps for f in step.fields}
-        for r, rule in enumerate(self.routing.priority_rules):
-            if rule.field not in names:
-                raise _KeyedError(("routing", "priority_rules", r, "field"), f"'{rule.field}' names no form field")
+    def _rule_fields(self):
+        fields = {f.name: f for step in self.form.steps for f in step.fields}
+        for key in ("priority_rules", "hold_rules"):
+            for r, rule in enumerate(getattr(self.routing, key)):
+                if rule.field not in fields:
+                    raise _KeyedError(("routing", key, r, "field"), f"'{rule.field}' names no form field")
+        # A hold rule that can never match holds nothing, silently: refuse it. (Priority rules
+        # keep their older, looser check: published definitions are parsed again on every read.)
+        for r, rule in enumerate(self.routing.hold_rules):
+            if problem := _never_matches(rule, fields[rule.field]):
+                raise _KeyedError(("routing", "hold_rules", r, rule.comparison[0]), problem)
         return self
 
     @model_validator(mode="after")
@@ -333,7 +399,27 @@ class WorkflowDefinition(_Strict):
         for key in ("guidelines", "review_rubric"):
             if not data.get(key):
                 data.pop(key, None)
+        if not data["routing"].get("hold_rules"):
+            data["routing"].pop("hold_rules", None)
         return data
+
+
+def _never_matches(rule: FormRuleDef, field: FieldDef) -> str:
+    """Why ``rule`` can never match a value of ``field`` (a misspelt choice, a number compared
+    with a choice), or "" when it can."""
+    key, value = rule.comparison
+    if key in ("gte", "gt", "lte", "lt"):
+        if field.type not in ("integer", "decimal"):
+            return f"compares a number, but '{field.name}' is a {field.type} field"
+        return ""
+    wanted = value if key == "in" else [value]
+    if field.choices is not None:
+        unknown = [str(v) for v in wanted if str(v) not in field.choices]
+        if unknown:
+            return f"{unknown} not among the choices of '{field.name}': {field.choices}"
+    if field.type == "boolean" and not all(isinstance(v, bool) for v in wanted):
+        return f"'{field.name}' is a yes/no field: write true or false"
+    return ""
 
 
 def _key_of(loc: tuple) -> str:

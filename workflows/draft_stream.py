@@ -38,6 +38,9 @@ def streams_to_submitter(spec: WorkflowDefinition, *, automation_hold: bool = Fa
 
     - no automation hold (a held workflow blocks every draft);
     - ``routing.block_below`` is 0 (no score is below it) and ``always_block_on`` is empty;
+    - no ``routing.hold_rules``: a request matching one is held for blocking review whatever
+      the draft says. (Whether one matches is known before drafting, but the stream view
+      answers from the definition alone, so a workflow with hold rules never streams.)
     - no QA grading and no cascade (either may replace the text or add a blocking finding
       once the first answer is complete);
     - plain text output (a JSON answer is repaired when it breaks the schema, and raw JSON
@@ -55,6 +58,7 @@ def streams_to_submitter(spec: WorkflowDefinition, *, automation_hold: bool = Fa
         not automation_hold
         and routing.block_below <= 0
         and not routing.always_block_on
+        and not routing.hold_rules
         and spec.qa is None
         and not spec.model.escalate_to
         and spec.output.format == "text"

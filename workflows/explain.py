@@ -8,6 +8,8 @@ below it. A pure function of plain values, so every lane and finding kind is uni
 
 Rules, first match wins:
 1. automation held (an admin stopped it, or the quality monitor paused it) -> that;
+1a. held by one of the workflow's hold rules (``routing.hold_rules``, a rule about the request,
+   not the draft) -> the rule in words ("... every request with severity high");
 2. a finding -> the most serious one, in words (personal data, guardrail, format, cut off ...);
 3. low certainty -> the fields the model was least sure of, by label (at most two named);
 4. otherwise the lane itself (between the thresholds; released automatically; sampled).
@@ -25,6 +27,7 @@ from .vocab import Finding
 FINDING_ORDER = (
     Finding.PII_IN_OUTPUT,
     Finding.GUARDRAIL,
+    Finding.PII_RESTORED,
     Finding.UNRESOLVED_PLACEHOLDER,
     Finding.SCHEMA_INVALID,
     Finding.TRUNCATED,
@@ -36,6 +39,7 @@ FINDING_ORDER = (
 FINDING_WORDS = {
     Finding.PII_IN_OUTPUT: "the draft may contain personal data the request did not supply",
     Finding.GUARDRAIL: "the draft breaks one of the workflow's content rules",
+    Finding.PII_RESTORED: "the draft repeats personal data written into the request",
     Finding.UNRESOLVED_PLACEHOLDER: "the draft still contains a placeholder instead of a real value",
     Finding.SCHEMA_INVALID: "the draft does not have the expected form",
     Finding.TRUNCATED: "the draft was cut off before it was finished",
@@ -88,6 +92,30 @@ def _finding_words(code: str, details: dict[str, Any], labels: dict[str, str] | 
     return FINDING_WORDS.get(code, f"a check found a problem ({code})")
 
 
+_COMPARISON_WORDS = {"gte": "{} or more", "gt": "over {}", "lte": "{} or less", "lt": "under {}"}
+
+
+def _rule_in_words(rule: dict) -> str:
+    """``{field: severity, equals: high}`` -> "severity high"; ``{field: years_trading, lte: 1}``
+    -> "years trading 1 or less"; ``in`` -> "sector retail or hospitality"."""
+    name = label_of(str(rule.get("field", "")))
+    for key, words in _COMPARISON_WORDS.items():
+        if key in rule:
+            return f"{name} {words.format(rule[key])}"
+    if "in" in rule and isinstance(rule["in"], list):
+        return f"{name} {' or '.join(str(v) for v in rule['in'])}"
+    value = rule.get("equals")
+    if isinstance(value, bool):
+        return f"{name} {'yes' if value else 'no'}"
+    return f"{name} {value}"
+
+
+def _rules_in_words(rules: list[dict]) -> str:
+    words = list(dict.fromkeys(_rule_in_words(r) for r in rules))
+    # Each rule holds on its own: "with severity high, or with years trading 1 or less".
+    return ", or with ".join(words)
+
+
 def lane_sentence(*, lane: str, findings: Iterable[str] = (), components: dict | None = None,
                   sampled: bool = False, labels: dict[str, str] | None = None, score: float | None = None) -> str:
     """One sentence: why a draft went to ``lane`` (a ``models.Lane`` value).
@@ -105,6 +133,15 @@ def lane_sentence(*, lane: str, findings: Iterable[str] = (), components: dict |
         return "Held because automated release is paused for this workflow" + (f" ({why})." if why else ".")
     codes = [str(f) for f in findings]
     ordered = [c for c in FINDING_ORDER if c in codes] + sorted(c for c in codes if c not in FINDING_ORDER)
+    rules = [r for r in (components.get("hold_rules") or []) if isinstance(r, dict)]
+    if held and rules:
+        sentence = f"Held because the workflow holds every request with {_rules_in_words(rules)}"
+        if not ordered:
+            return sentence + "."
+        # The rule decided the lane; a finding is still what the reviewer must check first.
+        more = len(ordered) - 1
+        tail = f" (and {more} other check{'s' if more > 1 else ''})" if more else ""
+        return f"{sentence}; also, {_finding_words(ordered[0], details, labels)}{tail}."
     if ordered:
         words = _finding_words(ordered[0], details, labels)
         more = len(ordered) - 1

@@ -6,9 +6,7 @@ queue never re-reads a definition or decodes a draft's JSON to sort, badge or fi
 """
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
-from .definitions import PRIORITIES, PriorityRuleDef, WorkflowDefinition
+from .definitions import PRIORITIES, WorkflowDefinition
 from .models import Lane
 
 # Stored ranks: higher is more urgent; "normal" is 0 so tasks made before priorities sort as normal.
@@ -16,38 +14,10 @@ PRIORITY_RANK = {name: rank - PRIORITIES.index("normal") for rank, name in enume
 PRIORITY_NAME = {rank: name for name, rank in PRIORITY_RANK.items()}
 
 
-def _number(value) -> Decimal | None:
-    if isinstance(value, bool) or value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def rule_matches(rule: PriorityRuleDef, data: dict) -> bool:
-    value = data.get(rule.field)
-    if rule.equals is not None:
-        return value == rule.equals or (value is not None and str(value) == str(rule.equals))
-    if rule.in_ is not None:
-        values = value if isinstance(value, list) else [value]
-        return any(str(v) in rule.in_ for v in values if v is not None)
-    number = _number(value)
-    if number is None:
-        return False  # an empty or non-numeric value raises nothing
-    if rule.gte is not None:
-        return number >= rule.gte
-    if rule.gt is not None:
-        return number > rule.gt
-    if rule.lte is not None:
-        return number <= rule.lte
-    return number < rule.lt
-
-
 def effective_priority(spec: WorkflowDefinition, data: dict) -> int:
     """The workflow's priority, raised (never lowered) by every matching rule."""
     ranks = [PRIORITY_RANK[spec.routing.priority]]
-    ranks += [PRIORITY_RANK[rule.priority] for rule in spec.routing.priority_rules if rule_matches(rule, data or {})]
+    ranks += [PRIORITY_RANK[rule.priority] for rule in spec.routing.priority_rules if rule.matches(data)]
     return max(ranks)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .models import Lane
 from .vocab import ALWAYS_BLOCKING
@@ -18,6 +18,7 @@ class Policy(Protocol):
     block_below: float
     always_block_on: Iterable[str]
     audit_sample_rate: float
+    hold_rules: Sequence[Any]  # definitions.HoldRuleDef: .matches(values), .condition()
 
 
 @dataclass(frozen=True)
@@ -25,21 +26,34 @@ class RoutingDecision:
     lane: str
     sampled_for_audit: bool
     reason: str
+    # The routing.hold_rules that held the draft (definitions.HoldRuleDef), when they decided.
+    held_by: tuple = ()
 
 
-def route(score: float, findings: Iterable[str], policy: Policy, draw: float, hold: str = "") -> RoutingDecision:
+def route(score: float, findings: Iterable[str], policy: Policy, draw: float, hold: str = "",
+          values: Mapping[str, Any] | None = None) -> RoutingDecision:
     """Pick a lane.
 
     ``draw`` is a number in [0, 1) supplied by the caller (``sample_draw_for``) so that this
     function stays pure and the audit sample is reproducible. ``hold`` says why the workflow's
     automation is held (stopped by an admin, paused by the quality monitor): then every draft
-    waits for a person, whatever its score.
+    waits for a person, whatever its score. ``values`` are the request's form values, which
+    ``policy.hold_rules`` are matched against; a caller that has rules to honour and passes no
+    values gets blocking review (fail safe), never a skipped rule.
     """
     if hold:
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"automation held: {hold}")
     hard = sorted(set(findings) & (set(policy.always_block_on) | ALWAYS_BLOCKING))
     if hard:
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"hard finding: {', '.join(hard)}")
+    # A policy shaped before hold rules existed (a test's SimpleNamespace) has none.
+    rules = tuple(getattr(policy, "hold_rules", ()) or ())
+    if rules and values is None:
+        return RoutingDecision(Lane.BLOCKING_REVIEW, False, "hold rules could not be checked: no form values given")
+    held_by = tuple(rule for rule in rules if rule.matches(values))
+    if held_by:
+        return RoutingDecision(Lane.BLOCKING_REVIEW, False, "held by routing.hold_rules: "
+                               + "; ".join(describe_rule(rule) for rule in held_by), held_by=held_by)
     if not math.isfinite(score):
         # Fail safe: a score that is not a number says nothing, so a human looks.
         return RoutingDecision(Lane.BLOCKING_REVIEW, False, f"score {score} is not a number")
@@ -63,6 +77,13 @@ def route(score: float, findings: Iterable[str], policy: Policy, draw: float, ho
     return RoutingDecision(
         Lane.ASYNC_REVIEW, False, f"{policy.block_below:.2f} <= score {score:.2f} < {policy.auto_approve_at:.2f}"
     )
+
+
+def describe_rule(rule) -> str:
+    """A hold rule as the numbers view shows it: ``severity equals high``, ``years_trading lte 1``."""
+    key, value = rule.comparison
+    shown = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return f"{rule.field} {key} {shown}"
 
 
 def sample_draw_for(submission_id: int, attempt: int) -> float:

@@ -20,6 +20,9 @@ class Finding(StrEnum):
     GUARDRAIL = "guardrail"  # banned term, blocked topic, obeyed injection, talk about its own approval
     UNRESOLVED_PLACEHOLDER = "unresolved_placeholder"  # a redaction placeholder the model mangled
     QA_FAILED = "qa_failed"  # the grading model judged the draft unacceptable
+    # Personal data the detector found in the request's free text (not a `pii: true` field),
+    # redacted before the model and restored into the draft: the draft carries it.
+    PII_RESTORED = "pii_restored"
 
 
 # Findings that block whatever a workflow lists in routing.always_block_on: a truncated
@@ -27,6 +30,12 @@ class Finding(StrEnum):
 # still in it would go out saying "<CUSTOMER_NAME>". Any other finding still keeps a draft out
 # of auto-approval (routing.route).
 ALWAYS_BLOCKING = frozenset({Finding.UNRESOLVED_PLACEHOLDER, Finding.TRUNCATED, Finding.EMPTY_OUTPUT})
+
+# Findings about what a draft carries rather than a fault in it. Like any finding they keep
+# the draft out of auto-approval (routing.route), and they block when the workflow lists them
+# in routing.always_block_on; but they do not cap the score (pipeline/confidence.py): the model
+# was no less sure, and the score still drives calibration and the cascade.
+NOT_FAULTS = frozenset({Finding.PII_RESTORED})
 
 
 class AuditAction(StrEnum):

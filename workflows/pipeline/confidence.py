@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..vocab import NOT_FAULTS
 from .types import EngineReply
 from .validators import Validation
 
@@ -126,7 +127,8 @@ def score(
     components["certainty"] = round(certainty, 6)
     components["validators_passed"] = not validation.findings
     components["findings"] = list(validation.findings)
-    value = certainty if not validation.findings else min(certainty, _FAILURE_CAP)
+    faults = set(validation.findings) - NOT_FAULTS
+    value = certainty if not faults else min(certainty, _FAILURE_CAP)
     value = round(max(0.0, min(1.0, value)), 6)
     return value, components
 

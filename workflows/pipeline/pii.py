@@ -45,7 +45,7 @@ from ..jsonvalues import map_strings
 from .pii_detect import Detected, detect
 from .prompts import as_text
 
-__all__ = ["Detected", "Redaction", "detect", "pii_in_output", "placeholder_for", "redact", "restore"]
+__all__ = ["Detected", "Redaction", "detect", "pii_in_output", "pii_restored", "placeholder_for", "redact", "restore"]
 
 REDACT = "redact"
 ALLOW = "allow"
@@ -272,6 +272,25 @@ def pii_in_output(content: str, redaction: Redaction) -> list[str]:
             if found.entity_type not in NOT_CHECKED_IN_OUTPUT and not redaction.was_supplied(found.text(text)):
                 kinds.add(found.entity_type)
     return sorted(kinds)
+
+
+def pii_restored(content: str, redaction: Redaction) -> list[str]:
+    """Entity kinds of personal data the detector found in the request's free text that the
+    restored answer carries, e.g. ``["US_BANK_NUMBER"]``; empty when detection is off.
+
+    The model saw a placeholder; restoring put the real value into the draft, which is then
+    released with it. A reviewer decides whether it belongs there (a regulator-ready report
+    rarely needs a customer's account number). Values of `pii: true` fields are not counted:
+    the workflow declared them, so their use is the workflow's design. Names are not counted,
+    as in `pii_in_output`. Kinds only, never values."""
+    if not redaction.detecting:
+        return []
+    wanted = {redaction.placeholders[token]: kind for token, kind in redaction.entities.items()
+              if kind not in NOT_CHECKED_IN_OUTPUT}
+    if not wanted:
+        return []
+    texts = list(_answer_strings(content))
+    return sorted({kind for value, kind in wanted.items() if any(value in text for text in texts)})
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -209,6 +209,8 @@ def validate_stage(ctx: _Run, reply: EngineReply, content: str) -> Validation:
     check_guardrails(spec, content, ctx.input_text, validation)
     if leaked := pii.pii_in_output(content, ctx.redaction):
         validation.add(Finding.PII_IN_OUTPUT, f"personal data the input did not supply: {', '.join(leaked)}")
+    if restored := pii.pii_restored(content, ctx.redaction):
+        validation.add(Finding.PII_RESTORED, f"personal data from the request's free text: {', '.join(restored)}")
     if reply.finish_reason == "length":
         validation.add(Finding.TRUNCATED, f"the model stopped at max_tokens ({spec.model.max_tokens})")
     elif reply.finish_reason == "content_filter":

@@ -229,8 +229,11 @@ def draft_record(
     draw = sample_draw_for(submission.pk, attempt) if audit_draw is None else audit_draw
     workflow = version.workflow
     hold = f"{workflow.get_automation_hold_display()}: {workflow.automation_hold_reason}" if workflow.automation_hold else ""
-    decision = route(result.score, result.findings, spec.routing, draw, hold=hold)
+    decision = route(result.score, result.findings, spec.routing, draw, hold=hold, values=submission.data)
     components = {**result.components, "routing_reason": decision.reason}
+    if decision.held_by:
+        # The rules as written, so the review page can say why in words (workflows/explain.py).
+        components["hold_rules"] = [rule.condition() for rule in decision.held_by]
     draft = Draft(
         submission=submission,
         attempt=attempt,
