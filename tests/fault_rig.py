@@ -44,6 +44,38 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int
     return proc.returncode
 
 
+def start_uvicorn(log_path: Path, **extra_env) -> tuple[str, subprocess.Popen]:
+    """The app under uvicorn (reviewdesk.asgi, as gunicorn's uvicorn workers serve it) on this
+    run's test database and Redis namespace, once /healthz answers; stop it with stop()."""
+    from django.db import connection
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"],
+        "REVIEWDESK_NAMESPACE": NAMESPACE,
+        "DJANGO_DEBUG": "true",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **extra_env,
+    }
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "reviewdesk.asgi:application", "--host",
+                                 "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError("uvicorn did not start:\n" + log_path.read_text()[-3000:])
+        time.sleep(0.2)
+
+
 class Rig:
     """Processes sharing one namespace, one database (this run's test database) and one broker."""
 

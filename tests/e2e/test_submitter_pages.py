@@ -6,21 +6,17 @@ Debian's chromium through Playwright, with the CSP watched; screenshots at deskt
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 from django.db import connection
 from playwright.sync_api import expect
 
-from tests.conftest import CUSTOMER_REPLY_INPUT, MODEL_API_KEY, NAMESPACE, ROOT
+from tests.conftest import CUSTOMER_REPLY_INPUT, MODEL_API_KEY
 from tests.e2e.test_csp import Watched
 from tests.e2e.test_review_loop import _shot, browser  # noqa: F401  (fixture)
-from tests.fault_rig import free_port
+from tests.fault_rig import start_uvicorn, stop
 from tests.scripted import scripted_result
 from tests.unit.test_draft_stream_rule import streamable_definition
 from tests.views.conftest import DRAFT_CONTENT, LANE_PROBABILITY
@@ -45,37 +41,9 @@ def _close_the_connection_at_the_end():
 def asgi_server(celery_worker_process, transactional_db, tmp_path):
     """The app under uvicorn (reviewdesk.asgi, as gunicorn's uvicorn workers serve it), on this
     run's test database and Redis namespace."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"],
-        "REVIEWDESK_NAMESPACE": NAMESPACE,
-        "OPENAI_API_KEY": MODEL_API_KEY,
-        "DJANGO_DEBUG": "true",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-    }
-    log = open(tmp_path / "uvicorn.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "reviewdesk.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(url + "/healthz", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start:\n" + (tmp_path / "uvicorn.log").read_text()[-3000:])
-        time.sleep(0.2)
+    url, proc = start_uvicorn(tmp_path / "uvicorn.log", OPENAI_API_KEY=MODEL_API_KEY)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop(proc, timeout=15)
 
 
 @pytest.fixture

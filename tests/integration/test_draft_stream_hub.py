@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 
 import httpx
 import pytest
@@ -19,8 +16,8 @@ from django.db import connection
 from django.test import Client
 
 from tests.bench.bench_sse import redis_sockets
-from tests.conftest import CUSTOMER_REPLY_INPUT, NAMESPACE, ROOT
-from tests.fault_rig import free_port
+from tests.conftest import CUSTOMER_REPLY_INPUT
+from tests.fault_rig import free_port, start_uvicorn, stop
 from tests.unit.test_draft_stream_rule import streamable_definition
 from workflows import draft_stream, draft_stream_hub, services
 from workflows.definitions import parse_definition
@@ -38,41 +35,13 @@ def start_server(transactional_db, tmp_path):
     started = []
 
     def start(**extra_env) -> tuple[str, int]:
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"],
-            "REVIEWDESK_NAMESPACE": NAMESPACE,
-            "DJANGO_DEBUG": "true",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            **extra_env,
-        }
-        log_path = tmp_path / f"uvicorn-{port}.log"
-        log = open(log_path, "w")
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "reviewdesk.asgi:application", "--host",
-                                 "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        started.append((proc, log))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/healthz", timeout=2).status == 200:
-                    return url, proc.pid
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.2)
+        url, proc = start_uvicorn(tmp_path / f"uvicorn-{len(started)}.log", **extra_env)
+        started.append(proc)
+        return url, proc.pid
 
     yield start
-    for proc, log in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    for proc in started:
+        stop(proc, timeout=15)
     connection.close()
 
 
