@@ -346,13 +346,16 @@ class QueueFilters:
     age: str = ""
     finding: str = ""
     notices: tuple[str, ...] = ()
+    # The chosen workflow's version ids, when queue_filters resolved them (see queue_scope).
+    workflow_versions: tuple[int, ...] = ()
 
     def q(self, *, with_tab: bool = True) -> Q:
         q = QUEUE_TABS[self.tab][1] if with_tab else Q()
-        if self.workflow:
-            # Through the submission's version id, as queue_scope matches workflows (its comment).
-            q &= Q(submission__workflow_version__in=WorkflowVersion.objects.filter(workflow__slug=self.workflow)
-                   .values("pk"))
+        if self.workflow and self.workflow_versions:
+            # A list of ids, as queue_scope matches workflows (its comment says why).
+            q &= Q(submission__workflow_version_id__in=self.workflow_versions)
+        elif self.workflow:
+            q &= Q(submission__workflow_version__workflow__slug=self.workflow)
         if self.age:
             q &= Q(created_at__lte=timezone.now() - QUEUE_AGES[self.age])
         if self.finding == "none":
@@ -379,7 +382,8 @@ def queue_filters(user, params) -> QueueFilters:
         notices.append(f"There is no lane “{tab[:40]}”; showing the blocking lane.")
         tab = Lane.BLOCKING_REVIEW
     workflow = params.get("workflow") or ""
-    if workflow and workflow not in {slug for slug, _ in queue_workflows(user)}:
+    versions = {slug: ids for _, slug, _, ids in _reviewer_workflows(user)} if has_role(user, REVIEWER) else {}
+    if workflow and workflow not in versions:
         notices.append(f"You review no workflow “{workflow[:80]}”; showing all of yours.")
         workflow = ""
     age = params.get("age") or ""
@@ -390,18 +394,27 @@ def queue_filters(user, params) -> QueueFilters:
     if finding and finding not in {"none", "any", *Finding}:
         notices.append(f"“{finding[:40]}” is not a finding; showing items with and without findings.")
         finding = ""
-    return QueueFilters(tab=tab, workflow=workflow, age=age, finding=finding, notices=tuple(notices))
+    return QueueFilters(tab=tab, workflow=workflow, age=age, finding=finding, notices=tuple(notices),
+                        workflow_versions=versions.get(workflow, ()))
 
 
-def _reviewer_workflows(user) -> list[tuple[int, str, str]]:
-    """(id, slug, name) of the workflows this reviewer reviews, by name: one statement a
-    request (kept on the user object), read by the queue's scope and its workflow filter."""
+def _reviewer_workflows(user) -> list[tuple[int, str, str, tuple[int, ...]]]:
+    """(id, slug, name, version ids) of the workflows this reviewer reviews, by name.
+
+    One statement a request: kept on the user object (a request's own), read by the queue's
+    scope, its workflow filter and the filter's choices. A long-lived user object would keep
+    versions published after the first read out of its queue; none lives longer than a request.
+    """
     cached = getattr(user, "_queue_workflows", None)
     if cached is None:
-        cached = user._queue_workflows = list(
-            Workflow.objects.filter(reviewer_groups__in=group_ids(user)).distinct().order_by("name", "pk")
-            .values_list("pk", "slug", "name")
-        )
+        rows = (Workflow.objects.filter(reviewer_groups__in=group_ids(user)).distinct()
+                .order_by("name", "pk", "versions__pk").values_list("pk", "slug", "name", "versions__pk"))
+        workflows: dict[int, tuple[str, str, list[int]]] = {}
+        for pk, slug, name, version in rows:
+            versions = workflows.setdefault(pk, (slug, name, []))[2]
+            if version is not None:
+                versions.append(version)
+        cached = user._queue_workflows = [(pk, slug, name, tuple(v)) for pk, (slug, name, v) in workflows.items()]
     return cached
 
 
@@ -409,7 +422,7 @@ def queue_workflows(user) -> list[tuple[str, str]]:
     """(slug, name) of the workflows this reviewer reviews: the workflow filter's choices."""
     if not has_role(user, REVIEWER):
         return []
-    return [(slug, name) for _, slug, name in _reviewer_workflows(user)]
+    return [(slug, name) for _, slug, name, _ in _reviewer_workflows(user)]
 
 
 def queue_scope(user) -> QuerySet[ReviewTask]:
@@ -418,17 +431,17 @@ def queue_scope(user) -> QuerySet[ReviewTask]:
         return ReviewTask.objects.none()
     # The reviewer's workflows and groups as lists of ids, read once per request, so that the
     # page's statements and Next plan a plain IN list instead of a semi-join through the user's
-    # groups (measured: planning was most of the cost). The workflows are matched through the
-    # submission's own workflow_version_id (a small IN subquery on the versions table), not
-    # through a join to workflow versions: the planner then estimates how many open tasks
-    # match from the submissions' statistics (all of them, say) instead of guessing a few
-    # hundred of 100,000, which made it plan a parallel scan of the queue's index for a page
-    # of 51 rows (tests/bench/profile_queue_page.py: 6.7 ms -> 0.7 ms for the first page).
-    ids = [pk for pk, _, _ in _reviewer_workflows(user)]
-    versions = WorkflowVersion.objects.filter(workflow_id__in=ids).values("pk")
+    # groups (measured: planning was most of the cost). The workflows are matched by the ids
+    # of their versions on the submission's own workflow_version_id, neither through a join to
+    # workflow versions nor by a subquery on them: the planner then estimates from the
+    # submissions' statistics how many open tasks match (at 100,000 tasks of one workflow: all
+    # of them) instead of guessing a hundredth. With the guess it planned a parallel scan of
+    # the queue's index for the first page (6.3 ms instead of 0.8), and with the workflow filter
+    # as well, a hash join and a sort of all 70,000 rows of the tab (0.3-0.8 s instead of 1 ms).
+    versions = [v for _, _, _, ids in _reviewer_workflows(user) for v in ids]
     # Plus exactly the tasks escalated to one of the user's groups (review_tasks_for's rule).
-    scope = Q(submission__workflow_version__in=versions) | Q(escalated_at__isnull=False,
-                                                           escalated_to_id__in=group_ids(user))
+    scope = Q(submission__workflow_version_id__in=versions) | Q(escalated_at__isnull=False,
+                                                              escalated_to_id__in=group_ids(user))
     return ReviewTask.objects.open().filter(scope).exclude(submission__submitted_by=user)
 
 
