@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import time
@@ -94,6 +95,18 @@ def statements_of(client, path: str, headers=None) -> None:
         say(f"        {explain(sql, params)}")
 
 
+def backend_cpu() -> float:
+    """Seconds of CPU this connection's PostgreSQL backend has used (/proc, same machine): with
+    the process's own CPU time, a figure that other load on a shared machine barely moves."""
+    from django.db import connection
+
+    with connection.cursor() as c:
+        c.execute("SELECT pg_backend_pid()")
+        (pid,) = c.fetchone()
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def split(client, path: str, n: int, headers=None) -> None:
     """p50/p95 of the whole request, its SQL, and its template rendering, over n requests."""
     from django.db import connection
@@ -116,6 +129,9 @@ def split(client, path: str, n: int, headers=None) -> None:
 
     total, sql = [], []
     Template.render = timed_render
+    client.get(path, headers={"Host": "localhost", **(headers or {})})  # the connection is open
+    backend = backend_cpu()
+    cpu = time.process_time()
     try:
         for _ in range(n):
             timer = Timer()
@@ -126,7 +142,10 @@ def split(client, path: str, n: int, headers=None) -> None:
             sql.append(sum(r[0] for r in timer.rows))
     finally:
         Template.render = original
-    say(f"\n{path} x{n}: total p50 {pct(total, .5):.1f} p95 {pct(total, .95):.1f} ms; "
+    cpu = (time.process_time() - cpu) * 1000 / n
+    backend = (backend_cpu() - backend) * 1000 / n
+    say(f"\n{path} x{n}: CPU a request: {cpu:.1f} ms Python + {backend:.1f} ms PostgreSQL backend; "
+        f"total p50 {pct(total, .5):.1f} p95 {pct(total, .95):.1f} ms; "
         f"SQL p50 {pct(sql, .5):.1f} p95 {pct(sql, .95):.1f} ms; "
         f"render p50 {pct(rendering, .5):.1f} p95 {pct(rendering, .95):.1f} ms")
 
