@@ -14,9 +14,22 @@ def group_names(user) -> set[str]:
         return set()
     cached = getattr(user, "_reviewdesk_groups", None)
     if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))
-        user._reviewdesk_groups = cached
+        # Ids as well as names, in the same statement: the review queue scopes by group id
+        # (selectors.queue_scope) and would otherwise read the user's groups a second time.
+        rows = list(user.groups.values_list("pk", "name"))
+        cached = user._reviewdesk_groups = {name for _, name in rows}
+        user._reviewdesk_group_ids = sorted(pk for pk, _ in rows)
     return cached
+
+
+def group_ids(user) -> list[int]:
+    """The ids of the user's groups, read with their names (one statement a request)."""
+    if not user.is_authenticated:
+        return []
+    if getattr(user, "_reviewdesk_group_ids", None) is None:
+        user._reviewdesk_groups = None  # read both again, so that they agree
+        group_names(user)
+    return user._reviewdesk_group_ids
 
 
 def has_role(user, role: str) -> bool:
