@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from playwright.sync_api import expect
 
 from tests.conftest import CUSTOMER_REPLY_INPUT, MODEL_API_KEY
@@ -195,10 +195,22 @@ def test_a_long_paste_is_warned_about_and_never_cut(transactional_db, demo, live
     user.assert_clean()
 
 
+def _claimed_submission(demo) -> Submission:
+    """A committed submission whose drafting this test does by hand: created and claimed in one
+    transaction, so the session's worker (running once an earlier test of the run started it),
+    which gets the generation task on commit, finds it claimed and leaves it alone instead of
+    racing the test for it (seen once in CI-like runs)."""
+    with transaction.atomic():
+        submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
+                                                data=dict(CUSTOMER_REPLY_INPUT))
+        claimed = services.generation_claim(submission_id=submission.pk)
+    submission.refresh_from_db()
+    assert claimed is not None and submission.attempts == claimed.attempts == 1
+    return submission
+
+
 def test_a_failed_request_leads_to_a_new_request_prefilled(transactional_db, demo, live_server, browser):  # noqa: F811
-    submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
-                                            data=dict(CUSTOMER_REPLY_INPUT))
-    services.generation_claim(submission_id=submission.pk)
+    submission = _claimed_submission(demo)
     services.generation_fail(submission_id=submission.pk, attempt=1, kind="provider_refused",
                              reason="HTTP 404: The model `gpt-4o-mini` does not exist")
     connection.close()
@@ -229,13 +241,11 @@ def test_a_failed_request_leads_to_a_new_request_prefilled(transactional_db, dem
 
 
 def test_a_withdrawn_output_says_it_must_not_be_used(transactional_db, demo, live_server, browser):  # noqa: F811
-    submission = services.submission_create(version=demo.version("customer-reply"), user=demo.users["submitter"],
-                                            data=dict(CUSTOMER_REPLY_INPUT))
-    claimed = services.generation_claim(submission_id=submission.pk)
+    submission = _claimed_submission(demo)
     result = scripted_result(submission.workflow_version.spec, submission.data,
                              probability=LANE_PROBABILITY["async_review"],
                              content=json.dumps(DRAFT_CONTENT["customer-reply"]))
-    services.draft_record(submission_id=submission.pk, attempt=claimed.attempts, result=result, audit_draw=0.999)
+    services.draft_record(submission_id=submission.pk, attempt=submission.attempts, result=result, audit_draw=0.999)
     reviewer = demo.users["reviewer"]
     task = ReviewTask.objects.get(submission=submission)
     services.review_claim(task_id=task.pk, user=reviewer)
