@@ -16,14 +16,16 @@ from workflows.models import WorkflowVersion
 from workflows.services import GateResult
 
 from . import services
-from .models import Dataset, EvalRun, RunState
+from .models import Dataset, EvalRun, RunPurpose, RunState
 
 MUST_NOT_AUTO_APPROVE = "auto-approved a case that must not be"
 
 
 def _latest_run(version: WorkflowVersion, dataset: Dataset, *, states=(RunState.DONE,)) -> EvalRun | None:
+    # A dry run (the editor's one chosen case) measures that case, not the version: a candidate
+    # with one passing dry run and no real run would otherwise publish on one case's word.
     return (EvalRun.objects.filter(version=version, dataset=dataset, state__in=states)
-            .order_by("-finished_at", "-pk").first())
+            .exclude(purpose=RunPurpose.DRY_RUN).order_by("-finished_at", "-pk").first())
 
 
 def failed_reason(run: EvalRun) -> str:

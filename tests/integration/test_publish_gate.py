@@ -51,6 +51,25 @@ def test_a_candidate_is_not_what_submitters_get_until_published(gated):
         services.version_publish(version_id=candidate.pk, reason="stricter")
 
 
+def test_a_dry_run_of_one_case_is_not_a_measurement(gated, demo):
+    """The editor's dry run runs one chosen case; its pass is no evidence about the version."""
+    from django.utils import timezone
+
+    from evals.models import CaseResult, EvalRun, RunPurpose, RunState
+
+    candidate, _ = services.version_candidate(spec=variant(auto_approve_at=0.70), note="more automation")
+    dataset = evals.dataset_for(candidate.workflow)
+    dry = EvalRun.objects.create(version=candidate, dataset=dataset, purpose=RunPurpose.DRY_RUN, state=RunState.DONE,
+                                 total=1, completed=1, passed=1, finished_at=timezone.now())
+    CaseResult.objects.create(run=dry, case=dataset.cases.get(key="sure-0"), passed=True, lane="auto_approve")
+    with pytest.raises(services.PublishRefused, match="has no finished eval on default: run it first"):
+        services.version_publish(version_id=candidate.pk, reason="more automation")
+    assert Workflow.objects.get(slug="gated-reply").current_version == gated
+    # Measured on the whole dataset, it is refused for what it is.
+    with pytest.raises(services.PublishRefused, match="10 case\\(s\\) that must not auto-approve would"):
+        services.version_publish(version_id=candidate.pk, reason="more automation", run_missing=True)
+
+
 def test_a_regressing_candidate_is_refused_and_an_override_is_audited(gated, demo):
     admin = demo.users["wfadmin"]
     candidate, _ = services.version_candidate(spec=variant(auto_approve_at=0.70), actor=admin)
