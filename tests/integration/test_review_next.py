@@ -70,6 +70,36 @@ def test_fifty_claimers_at_once_never_share_an_item(demo_committed_tasks):
     assert held == claimers
 
 
+@pytest.mark.parametrize("async_commit", [True, False])
+def test_next_outside_a_transaction_is_one_round_trip_whose_commit_skips_the_flush(demo_committed_tasks, settings,
+                                                                                   async_commit):
+    """The Next view calls it outside any transaction: the statement is its own transaction (no
+    BEGIN, SET or COMMIT), and with REVIEWDESK_CLAIM_ASYNC_COMMIT its commit does not wait for
+    the WAL flush; the setting is local to that statement's transaction, never the session's."""
+    from django.test.utils import CaptureQueriesContext
+
+    from workflows.roles import group_names
+
+    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = async_commit
+    tasks, (reviewer, *_) = demo_committed_tasks
+    group_names(reviewer)  # read once per request, by the view's role check
+    assert not connection.in_atomic_block
+    with CaptureQueriesContext(connection) as ctx:
+        taken = services.review_claim_next(user=reviewer)
+    assert taken == tasks[0].pk
+    (claim,) = [q["sql"] for q in ctx.captured_queries]
+    assert claim.lstrip().startswith("WITH pick AS")
+    mode = "'off'" if async_commit else "NULL"
+    assert f"set_config('synchronous_commit', COALESCE({mode}, current_setting('synchronous_commit')), true)" in claim
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    # Committed with the statement (no transaction is open): the lease, the history row, the event.
+    assert ReviewTask.objects.get(pk=taken).claimed_by_id == reviewer.pk
+    assert ReviewTask.history.filter(id=taken, history_change_reason="claimed").count() == 1
+    assert AuditEvent.objects.filter(object_id=str(taken), action="review.claimed").count() == 1
+
+
 @pytest.fixture
 def demo_committed_tasks(transactional_db, django_db_blocker):
     from tests.conftest import _demo_present, _seed_demo

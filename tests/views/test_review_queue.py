@@ -215,11 +215,11 @@ def test_next_is_one_statement_with_skip_locked_history_and_audit(people, routed
     # Besides it only the reviewer's role (read once per request) and the transaction (a
     # savepoint inside the test's own): the scope is a subquery of the claim.
     sqls = [q["sql"] for q in ctx.captured_queries]
-    others = [sql for sql in sqls if sql != claim and not sql.startswith(
-        ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "SET LOCAL synchronous_commit TO OFF"))]
+    others = [sql for sql in sqls if sql != claim and not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
     assert len(others) <= 1, others
-    # A claim does not wait for the disk (REVIEWDESK_CLAIM_ASYNC_COMMIT, on by default).
-    assert sqls.index("SET LOCAL synchronous_commit TO OFF") < sqls.index(claim)
+    # Inside a caller's transaction (this test's) the claim leaves the commit alone: only its own
+    # transaction may skip the flush (tests/integration/test_review_next.py).
+    assert "set_config('synchronous_commit', COALESCE(NULL, current_setting('synchronous_commit')), true)" in claim
     # The history row is the task as claimed, as save() would have written it.
     row = ReviewTask.history.get(id=first.pk, history_change_reason="claimed")
     assert (row.history_type, row.history_user_id, row.claimed_by_id, row.lease_expires_at, row.lane, row.submission_id,
@@ -238,17 +238,16 @@ def test_next_is_one_statement_with_skip_locked_history_and_audit(people, routed
     assert event.hash and audit.verify_chain().ok
 
 
-def test_claims_wait_for_the_disk_when_told_to(people, routed, settings):
+def test_a_claim_by_hand_waits_for_the_disk_only_when_told_to(people, routed, settings):
     settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = False
-    first, second = _task(routed(people["submitter"])), _task(routed(people["submitter"]))
+    task = _task(routed(people["submitter"]))
     with CaptureQueriesContext(connection) as ctx:
-        assert services.review_claim_next(user=people["reviewer_a"]) == first.pk
-        services.review_claim(task_id=second.pk, user=people["reviewer_a"])
+        services.review_claim(task_id=task.pk, user=people["reviewer_a"])
     assert not [q for q in ctx.captured_queries if "synchronous_commit" in q["sql"]]
     settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = True
-    services.review_release(task_id=second.pk, user=people["reviewer_a"])
+    services.review_release(task_id=task.pk, user=people["reviewer_a"])
     with CaptureQueriesContext(connection) as ctx:
-        services.review_claim(task_id=second.pk, user=people["reviewer_a"])
+        services.review_claim(task_id=task.pk, user=people["reviewer_a"])
     assert [q["sql"] for q in ctx.captured_queries].count("SET LOCAL synchronous_commit TO OFF") == 1
 
 

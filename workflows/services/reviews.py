@@ -134,23 +134,34 @@ def review_claim_next(*, user, lane: str | None = None) -> int | None:
     now = timezone.now()
     expires = now + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
     sql, audit_params = _claim_sql(user, now, with_tab=tab is not None)
+    # Outside a caller's transaction (the Next view) the statement is its own transaction: one
+    # round trip, no BEGIN/SET/COMMIT, and its commit skips the WAL flush (_claim_sql's
+    # set_config(..., true) lasts for that transaction only; see _claim_commits_without_waiting
+    # for why a claim may). Inside a caller's transaction (a test, a service composing it) it
+    # joins that one and leaves the caller's commit alone.
+    own_transaction = not connection.in_atomic_block
     params = {"user": user.pk, "now": now, "expires": expires, "expires_iso": expires.isoformat(),
+              "sync_commit": "off" if own_transaction and settings.REVIEWDESK_CLAIM_ASYNC_COMMIT else None,
               "open": ReviewState.OPEN,
               **(dict(tab[1].children) if tab else {}), **audit_params}
-    with transaction.atomic(), connection.cursor() as cursor:
-        _claim_commits_without_waiting()
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-        if row is not None:
-            audit.appended()
+    if row is not None:
+        audit.appended()
     return row[0] if row else None
+
 
 
 _CLAIM_SQL: dict[bool, str] = {}
 
 
 def _claim_sql(user, now, *, with_tab: bool) -> tuple[str, dict]:
-    """The claim statement (built once per process per shape) and its audit parameters."""
+    """The claim statement (built once per process per shape) and its audit parameters.
+
+    It starts with WITH, not SELECT: db_resilience re-runs a statement that starts with SELECT
+    on a fresh connection when the connection dies under it, and a claim whose answer was lost
+    may have committed."""
     event_sql, audit_params = audit.insert_select_sql(
         action=AuditAction.REVIEW_CLAIMED, actor=user, object_type=ReviewTask._meta.model_name, created_at=now,
         object_id_sql="claimed.id", workflow_version_sql="s.workflow_version_id",
@@ -194,7 +205,9 @@ WITH pick AS (
 ), event AS (
     {event_sql}
 )
-SELECT id FROM claimed"""
+SELECT claimed.id,
+       set_config('synchronous_commit', COALESCE(%(sync_commit)s, current_setting('synchronous_commit')), true)
+FROM claimed"""
     return sql, audit_params
 
 
