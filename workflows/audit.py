@@ -372,24 +372,29 @@ def _where_from() -> dict[str, Any]:
     return {"request_id": request_id_var.get(), "ip": _normalised_ip(client_ip_var.get())}
 
 
-def insert_select_sql(*, action: str, actor, object_type: str, created_at, object_id_sql: str,
-                      workflow_version_sql: str, payload_sql: str, from_sql: str) -> tuple[str, dict[str, Any]]:
+def insert_select_sql(*, object_id_sql: str, workflow_version_sql: str, payload_sql: str, from_sql: str) -> str:
     """record() for a service that changes rows and records each in the same SQL statement
     (a data-modifying CTE on PostgreSQL, where events are appended unchained): an
     ``INSERT ... SELECT`` of one event per row of ``from_sql``, the object id, workflow version
-    and payload given as SQL expressions over those rows, the rest (actor, request id, client
-    ip) taken here exactly as record() takes them. Named parameters ``audit_*``. The payload
-    SQL must build the stored form (jsonb_build_object of plain values). Call appended() after
-    executing it: the chainer is asked to run after the commit, as for record()."""
-    who, where = _who(actor), _where_from()
-    sql = (
+    and payload given as SQL expressions over those rows. It does not depend on the values, so a
+    caller may build its statement once; the values come from insert_select_params() at each
+    execution (named parameters ``audit_*``). The payload SQL must build the stored form
+    (jsonb_build_object of plain values). Call appended() after executing it: the chainer is
+    asked to run after the commit, as for record()."""
+    return (
         "INSERT INTO workflows_auditevent (created_at, actor_id, actor_label, action, object_type, object_id, "
         "workflow_version_id, payload, request_id, ip) "
         f"SELECT %(audit_created_at)s, %(audit_actor_id)s, %(audit_actor_label)s, %(audit_action)s, "
         f"%(audit_object_type)s, ({object_id_sql})::text, {workflow_version_sql}, {payload_sql}, "
         f"%(audit_request_id)s, %(audit_ip)s::inet FROM {from_sql}"
     )
-    return sql, {
+
+
+def insert_select_params(*, action: str, actor, object_type: str, created_at) -> dict[str, Any]:
+    """The values of insert_select_sql's statement: actor, request id and client ip taken here
+    exactly as record() takes them."""
+    who, where = _who(actor), _where_from()
+    return {
         "audit_created_at": created_at, "audit_actor_id": who["actor"].pk if who["actor"] else None,
         "audit_actor_label": who["actor_label"], "audit_action": str(AuditAction(action)),
         "audit_object_type": object_type, "audit_request_id": where["request_id"], "audit_ip": where["ip"],

@@ -100,6 +100,26 @@ def test_next_outside_a_transaction_is_one_round_trip_whose_commit_skips_the_flu
     assert AuditEvent.objects.filter(object_id=str(taken), action="review.claimed").count() == 1
 
 
+def test_a_claim_by_hand_skips_the_flush_only_in_its_own_transaction(demo_committed_tasks, settings):
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    tasks, (reviewer, *_) = demo_committed_tasks
+    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = False
+    with CaptureQueriesContext(connection) as ctx:
+        services.review_claim(task_id=tasks[0].pk, user=reviewer)
+    assert not [q for q in ctx.captured_queries if "synchronous_commit" in q["sql"]]
+    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = True
+    services.review_release(task_id=tasks[0].pk, user=reviewer)
+    with CaptureQueriesContext(connection) as ctx:
+        services.review_claim(task_id=tasks[0].pk, user=reviewer)
+    assert [q["sql"] for q in ctx.captured_queries].count("SET LOCAL synchronous_commit TO OFF") == 1
+    # Inside a caller's transaction the setting would outlive the claim: left alone.
+    with CaptureQueriesContext(connection) as ctx, transaction.atomic():
+        services.review_claim(task_id=tasks[1].pk, user=reviewer)
+    assert not [q for q in ctx.captured_queries if "synchronous_commit" in q["sql"]]
+
+
 @pytest.fixture
 def demo_committed_tasks(transactional_db, django_db_blocker):
     from tests.conftest import _demo_present, _seed_demo

@@ -238,19 +238,6 @@ def test_next_is_one_statement_with_skip_locked_history_and_audit(people, routed
     assert event.hash and audit.verify_chain().ok
 
 
-def test_a_claim_by_hand_waits_for_the_disk_only_when_told_to(people, routed, settings):
-    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = False
-    task = _task(routed(people["submitter"]))
-    with CaptureQueriesContext(connection) as ctx:
-        services.review_claim(task_id=task.pk, user=people["reviewer_a"])
-    assert not [q for q in ctx.captured_queries if "synchronous_commit" in q["sql"]]
-    settings.REVIEWDESK_CLAIM_ASYNC_COMMIT = True
-    services.review_release(task_id=task.pk, user=people["reviewer_a"])
-    with CaptureQueriesContext(connection) as ctx:
-        services.review_claim(task_id=task.pk, user=people["reviewer_a"])
-    assert [q["sql"] for q in ctx.captured_queries].count("SET LOCAL synchronous_commit TO OFF") == 1
-
-
 def test_the_heartbeat_renews_only_a_lease_it_holds(people, routed, client_for, settings):
     task = _task(routed(people["submitter"]))
     reviewer = client_for("reviewer_a")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -91,8 +92,10 @@ def _claim_commits_without_waiting() -> None:
     claim and its audit event together (never one without the other); the item is then free
     again, and a decision on it is refused for want of a lease. A decision's own commit stays
     synchronous and flushes every earlier claim with it. REVIEWDESK_CLAIM_ASYNC_COMMIT=false
-    turns this off."""
-    if settings.REVIEWDESK_CLAIM_ASYNC_COMMIT and connection.vendor == "postgresql":
+    turns this off. Only in a transaction of the claim's own: SET LOCAL lasts until the
+    outermost transaction ends, and a caller's transaction may hold a decision."""
+    own = len(connection.atomic_blocks) == 1  # the caller's @transaction.atomic only
+    if settings.REVIEWDESK_CLAIM_ASYNC_COMMIT and connection.vendor == "postgresql" and own:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
@@ -133,7 +136,9 @@ def review_claim_next(*, user, lane: str | None = None) -> int | None:
         return None
     now = timezone.now()
     expires = now + timedelta(minutes=settings.REVIEWDESK_LEASE_MINUTES)
-    sql, audit_params = _claim_sql(user, now, with_tab=tab is not None)
+    sql = _claim_sql(with_tab=tab is not None)
+    audit_params = audit.insert_select_params(action=AuditAction.REVIEW_CLAIMED, actor=user,
+                                              object_type=ReviewTask._meta.model_name, created_at=now)
     # Outside a caller's transaction (the Next view) the statement is its own transaction: one
     # round trip, no BEGIN/SET/COMMIT, and its commit skips the WAL flush (_claim_sql's
     # set_config(..., true) lasts for that transaction only; see _claim_commits_without_waiting
@@ -152,32 +157,26 @@ def review_claim_next(*, user, lane: str | None = None) -> int | None:
     return row[0] if row else None
 
 
-
-_CLAIM_SQL: dict[bool, str] = {}
-
-
-def _claim_sql(user, now, *, with_tab: bool) -> tuple[str, dict]:
-    """The claim statement (built once per process per shape) and its audit parameters.
+@functools.cache
+def _claim_sql(*, with_tab: bool) -> str:
+    """The claim statement, built once per process per shape (with or without a tab).
 
     It starts with WITH, not SELECT: db_resilience re-runs a statement that starts with SELECT
     on a fresh connection when the connection dies under it, and a claim whose answer was lost
     may have committed."""
-    event_sql, audit_params = audit.insert_select_sql(
-        action=AuditAction.REVIEW_CLAIMED, actor=user, object_type=ReviewTask._meta.model_name, created_at=now,
+    event_sql = audit.insert_select_sql(
         object_id_sql="claimed.id", workflow_version_sql="s.workflow_version_id",
         payload_sql="jsonb_build_object('submission_id', claimed.submission_id, "
                     "'lease_expires_at', %(expires_iso)s::text, 'next', true)",
         from_sql="claimed JOIN workflows_submission s ON s.id = claimed.submission_id")
-    sql = _CLAIM_SQL.get(with_tab)
-    if sql is None:
-        task = ReviewTask._meta.db_table
-        reviewer_groups = Workflow.reviewer_groups.through._meta.db_table
-        user_groups = get_user_model().groups.through._meta.db_table
-        history = ReviewTask.history.model._meta
-        # The history row the save() of a claim would write (simple-history's columns: every
-        # field of the task, then who, when, why and "~" for a change).
-        copied = [f.column for f in history.concrete_fields if not f.name.startswith("history_")]
-        sql = _CLAIM_SQL[with_tab] = f"""
+    task = ReviewTask._meta.db_table
+    reviewer_groups = Workflow.reviewer_groups.through._meta.db_table
+    user_groups = get_user_model().groups.through._meta.db_table
+    history = ReviewTask.history.model._meta
+    # The history row the save() of a claim would write (simple-history's columns: every
+    # field of the task, then who, when, why and "~" for a change).
+    copied = [f.column for f in history.concrete_fields if not f.name.startswith("history_")]
+    return f"""
 WITH pick AS (
     SELECT t.id FROM {task} t
     JOIN workflows_submission s ON s.id = t.submission_id
@@ -208,7 +207,6 @@ WITH pick AS (
 SELECT claimed.id,
        set_config('synchronous_commit', COALESCE(%(sync_commit)s, current_setting('synchronous_commit')), true)
 FROM claimed"""
-    return sql, audit_params
 
 
 def _claim_next_orm(user, tab) -> int | None:
