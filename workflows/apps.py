@@ -16,3 +16,9 @@ class WorkflowsConfig(AppConfig):
         from .history_managers import install
 
         install()
+        # The audit chainer's message for a web request's commits goes once its response is out.
+        from django.core.signals import request_finished
+
+        from . import audit
+
+        request_finished.connect(audit.send_after_response, dispatch_uid="reviewdesk-audit-chain-after-response")

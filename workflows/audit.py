@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import AuditEvent
-from .request_context import client_ip_var, request_id_var
+from .request_context import client_ip_var, in_web_request_var, request_id_var
 from .vocab import AuditAction
 
 log = logging.getLogger(__name__)
@@ -285,13 +285,35 @@ def unchained(*, older_than_seconds: float | None = None) -> Unchained:
 # Commits ask for a chainer run through here: at most one task message per process every
 # _TRIGGER_INTERVAL seconds, and always one sent after every commit that asked (a commit inside
 # the interval arms a timer that sends at its end), so no event waits for beat's safety net.
+# A commit inside a web request only notes the wish: the message goes once the response is out
+# (request_finished, after the server has written it), so no reviewer waits for the broker.
+# Publishing costs 1-3 ms, the first one in a process ~170 ms (the connection), and at fifty
+# reviewers pressing Next at once a fifth of the claims paid it. Not a thread: in a sync worker a
+# sending thread takes the GIL from the request being served (measured: Next's p95 doubled).
 _TRIGGER_INTERVAL = 0.25
 _trigger_lock = threading.Lock()
 _trigger_timer: threading.Timer | None = None
 _trigger_last = 0.0
+_after_response = False
 
 
 def request_chaining() -> None:
+    global _after_response
+    if in_web_request_var.get():
+        _after_response = True
+        return
+    _request_chaining_now()
+
+
+def send_after_response(**kwargs) -> None:
+    """request_finished: send what a commit of this (or a concurrent) request asked for."""
+    global _after_response
+    if _after_response:
+        _after_response = False
+        _request_chaining_now()
+
+
+def _request_chaining_now() -> None:
     global _trigger_timer, _trigger_last
     with _trigger_lock:
         if _trigger_timer is not None:

@@ -1,6 +1,6 @@
 import uuid
 
-from .request_context import client_ip_var, request_id_var
+from .request_context import client_ip_var, in_web_request_var, request_id_var
 
 
 class RequestContextMiddleware:
@@ -16,10 +16,12 @@ class RequestContextMiddleware:
         # REMOTE_ADDR only: X-Forwarded-For is spoofable unless a trusted proxy sets it.
         rid_token = request_id_var.set(request_id)
         ip_token = client_ip_var.set(request.META.get("REMOTE_ADDR") or None)
+        web_token = in_web_request_var.set(True)
         try:
             response = self.get_response(request)
         finally:
             request_id_var.reset(rid_token)
             client_ip_var.reset(ip_token)
+            in_web_request_var.reset(web_token)
         response["X-Request-ID"] = request_id
         return response

@@ -7,3 +7,6 @@ from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("reviewdesk_request_id", default="")
 client_ip_var: ContextVar[str | None] = ContextVar("reviewdesk_client_ip", default=None)
+# True while a web request is handled (RequestContextMiddleware): work that may wait until the
+# response is out (audit.request_chaining's broker message) is deferred to request_finished.
+in_web_request_var: ContextVar[bool] = ContextVar("reviewdesk_in_web_request", default=False)

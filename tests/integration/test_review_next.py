@@ -201,3 +201,36 @@ def test_next_takes_exactly_the_pages_first_free_row_on_a_mixed_queue(demo, make
     assert len(taken) == len(set(taken)) >= 25 and escalated
     assert not {t.pk for t in own + foreign[4:]} & set(taken)
     assert not {mine[0].pk, mine[1].pk} & set(taken)
+
+
+def test_a_web_requests_chain_message_goes_after_its_response(demo_committed_tasks, client, monkeypatch):
+    """The audit chainer's broker message for a commit in a web request is sent once the response
+    is out (request_finished), never while the reviewer waits; outside a request (a task, a
+    command) at the commit, as before. Either way exactly one message, none left for beat."""
+    from django.core.signals import request_finished
+
+    from workflows import audit
+    from workflows.request_context import in_web_request_var, request_id_var
+
+    sent, steps = [], []
+    monkeypatch.setattr(audit, "_send_chain_task",
+                        lambda: sent.append((in_web_request_var.get(), request_id_var.get(), list(steps))))
+    _, reviewers = demo_committed_tasks
+    client.force_login(reviewers[0])
+    monkeypatch.setattr(audit, "_trigger_last", 0.0)  # no throttle left over from the login's event
+    sent.clear()
+    # Connected after audit's receiver: it records the response as finished once the send is done.
+    request_finished.connect(lambda **kw: steps.append("finished"), weak=False, dispatch_uid="test-steps")
+    try:
+        response = client.post("/review/next/")
+        steps.append("returned")
+    finally:
+        request_finished.disconnect(dispatch_uid="test-steps")
+    assert response.status_code == 302 and response["Location"].rstrip("/").split("/")[-1].isdigit()
+    # One send, after the view and its middleware (no request id any more), in request_finished.
+    assert sent == [(False, "", [])] and steps == ["finished", "returned"]
+
+    sent.clear()
+    monkeypatch.setattr(audit, "_trigger_last", 0.0)
+    assert services.review_claim_next(user=reviewers[0]) is not None  # no request: at the commit
+    assert sent == [(False, "", ["finished", "returned"])]
