@@ -212,13 +212,16 @@ def test_a_web_requests_chain_message_goes_after_its_response(demo_committed_tas
     from workflows import audit
     from workflows.request_context import in_web_request_var, request_id_var
 
+    _, reviewers = demo_committed_tasks
+    client.force_login(reviewers[0])  # its event's send is due now or armed on a timer
+    if (armed := audit._trigger_timer) is not None:
+        armed.cancel()
+        armed.join()  # finished before the send is replaced below, whether it had started or not
+        monkeypatch.setattr(audit, "_trigger_timer", None)
     sent, steps = [], []
     monkeypatch.setattr(audit, "_send_chain_task",
                         lambda: sent.append((in_web_request_var.get(), request_id_var.get(), list(steps))))
-    _, reviewers = demo_committed_tasks
-    client.force_login(reviewers[0])
     monkeypatch.setattr(audit, "_trigger_last", 0.0)  # no throttle left over from the login's event
-    sent.clear()
     # Connected after audit's receiver: it records the response as finished once the send is done.
     request_finished.connect(lambda **kw: steps.append("finished"), weak=False, dispatch_uid="test-steps")
     try:
@@ -234,3 +237,23 @@ def test_a_web_requests_chain_message_goes_after_its_response(demo_committed_tas
     monkeypatch.setattr(audit, "_trigger_last", 0.0)
     assert services.review_claim_next(user=reviewers[0]) is not None  # no request: at the commit
     assert sent == [(False, "", ["finished", "returned"])]
+
+
+def test_the_claim_runs_prepared_from_a_generic_plan(demo_committed_tasks):
+    """Next's statement is prepared once per connection and, after PostgreSQL's five custom
+    plans, run from its generic plan (no planning per claim). If the statement stops being
+    plannable without its parameters' values (the open state as a parameter hides the partial
+    indexes; an estimate gone wrong makes the generic plan look dearer), PostgreSQL keeps
+    planning every claim and this fails."""
+    tasks, reviewers = demo_committed_tasks
+    claimed = [services.review_claim_next(user=reviewers[0], lane=Lane.BLOCKING_REVIEW) for _ in range(8)]
+    claimed += [services.review_claim_next(user=reviewers[0]) for _ in range(8)]
+    assert None not in claimed and len(set(claimed)) == 16
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans, statement LIKE %s FROM pg_prepared_statements "
+                       "WHERE statement LIKE %s ORDER BY 3", ["%%t.lane = $%%", "%%WITH pick AS%%"])
+        plans = cursor.fetchall()
+    # Both shapes (any lane, one tab), each prepared once on this connection.
+    assert [row[2] for row in plans] == [False, True]
+    for generic, custom, _ in plans:
+        assert custom == 5 and generic == 3, plans
