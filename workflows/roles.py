@@ -22,6 +22,12 @@ def group_names(user) -> set[str]:
     return cached
 
 
+def prime(user, ids, names) -> None:
+    """The user's groups, read with the user (auth_backends.ModelBackend): no statement here."""
+    user._reviewdesk_groups = set(names)
+    user._reviewdesk_group_ids = sorted(ids)
+
+
 def group_ids(user) -> list[int]:
     """The ids of the user's groups, read with their names (one statement a request)."""
     if not user.is_authenticated:

@@ -66,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=6, help="claims per claimer")
     p.add_argument("--web-workers", type=int, default=3)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--trace", action="store_true",
+                   help="per request CPU / SQL split of Next and the bare POST (bench_queue_urls.py)")
     return p.parse_args(argv)
 
 
@@ -139,7 +141,7 @@ def statements(client, url: str) -> int:
 # --- HTTP load ---------------------------------------------------------------------------------
 
 
-def start_web(bench: Bench, workers: int, logdir: Path) -> tuple[Proc, str]:
+def start_web(bench: Bench, workers: int, logdir: Path, trace: bool = False) -> tuple[Proc, str]:
     from tests.bench.load import free_port
 
     port = free_port()
@@ -148,6 +150,9 @@ def start_web(bench: Bench, workers: int, logdir: Path) -> tuple[Proc, str]:
     env.pop("REVIEWDESK_DB_POOL_MAX", None)
     # The driver's key (common_env() makes a new one each call): its sessions must be valid here.
     env["DJANGO_SECRET_KEY"] = os.environ["DJANGO_SECRET_KEY"]
+    if trace:
+        (logdir / "trace").mkdir(exist_ok=True)
+        env["BENCH_QUEUE_TRACE"] = str(logdir / "trace")
     cmd = [sys.executable, "-m", "gunicorn", "tests.bench.bench_queue_urls:application", "--bind", f"127.0.0.1:{port}",
            "--workers", str(workers), "--access-logfile", str(logdir / "access.log"),
            "--access-logformat", "%(U)s %(s)s %(D)s", "--error-logfile", str(logdir / "gunicorn.log")]
@@ -280,6 +285,23 @@ def claim_round(base: str, cookies: list[str], path: str) -> tuple[list[float], 
     return took, claimed, errors
 
 
+def print_trace(tracedir: Path) -> None:
+    """Where Next's and the bare POST's server time went (--trace): the middle fifth of the
+    requests by wall time and the slowest twentieth, each split into the worker's own CPU, the
+    time its SQL took (PostgreSQL's work and waiting for it) and the rest (waiting for a core)."""
+    import json
+
+    rows = [json.loads(line) for f in tracedir.glob("*.jsonl") for line in f.read_text().splitlines()]
+    say("  trace (ms, averages)                     wall    cpu    sql  statements")
+    for path in ("/review/next/", "/bench/bare-post/"):
+        ranked = sorted((r for r in rows if r["path"] == path), key=lambda r: r["wall"])
+        n = len(ranked)
+        for name, band in (("middle fifth", ranked[int(n * .4):int(n * .6)]), ("slowest 5%", ranked[int(n * .95):])):
+            if band:
+                avg = {k: sum(r[k] for r in band) / len(band) for k in ("wall", "cpu", "sql", "n")}
+                say(f"  {path:<18} {name:<13} {avg['wall']:8.1f} {avg['cpu']:6.1f} {avg['sql']:6.1f} {avg['n']:6.1f}")
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -323,7 +345,7 @@ def main(argv=None) -> int:
                .order_by(*selectors.QUEUE_ORDER).values("pk")[:1])
         say("Next plan: " + " | ".join(line.strip() for line in nxt.explain().splitlines()[:6]))
 
-        web, base = start_web(bench, a.web_workers, bench.logdir)
+        web, base = start_web(bench, a.web_workers, bench.logdir, a.trace)
         cookies = [session_cookie(u) for u in reviewers[: a.clients]]
         hammer(base, "/review/", cookies[:3], 1.0)  # warm the workers
         _, mark = server_times(bench.logdir, "/", 0)
@@ -398,6 +420,8 @@ def main(argv=None) -> int:
             f"double claims {double}, errors {len(claim_errors)}  {'pass' if ok else 'MISSED'}")
         for error in claim_errors[:5]:
             say(f"    {error}")
+        if a.trace:
+            print_trace(bench.logdir / "trace")
         return 0
     finally:
         if web is not None:

@@ -1,0 +1,62 @@
+"""The session's user comes with their groups in one statement (workflows.auth_backends), read
+fresh on every request: a role taken away applies at the next request, an account made inactive
+is logged out, and a real log-in (password, axes) goes through the same backend."""
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+
+def _user_reads(sqls):
+    return [s for s in sqls if s.startswith('SELECT "auth_user"."id"')]
+
+
+def _statements(client, url):
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    return response, [q["sql"] for q in ctx.captured_queries]
+
+
+def test_the_user_and_their_groups_are_one_statement(client, make_user):
+    from workflows.roles import REVIEWER
+
+    reviewer = make_user("grouped", REVIEWER, "support-reviewers")
+    client.force_login(reviewer)
+    response, sqls = _statements(client, "/review/")
+    assert response.status_code == 200
+    users = _user_reads(sqls)
+    assert len(users) == 1 and "auth_user_groups" in users[0] and "ARRAY_AGG" in users[0].upper()
+    # Nobody reads the groups by name a second time (roles.has_role takes them from the user).
+    assert not [s for s in sqls if s is not users[0] and '"auth_group"."name"' in s]
+
+
+def test_a_role_taken_away_applies_at_the_next_request(client, make_user):
+    from workflows.roles import REVIEWER
+
+    reviewer = make_user("demoted", REVIEWER, "support-reviewers")
+    client.force_login(reviewer)
+    assert client.get("/review/").status_code == 200
+    reviewer.groups.remove(Group.objects.get(name=REVIEWER))
+    assert client.get("/review/").status_code in (403, 404)
+
+
+def test_a_user_without_groups_and_an_inactive_one(client, make_user):
+    loner = make_user("loner")
+    client.force_login(loner)
+    response = client.get("/")
+    assert response.status_code == 200 and response.wsgi_request.user.username == "loner"
+    assert client.get("/review/").status_code in (403, 404)
+    loner.is_active = False
+    loner.save(update_fields=["is_active"])
+    response = client.get("/review/")
+    assert response.status_code == 302 and "/login" in response["Location"]
+
+
+def test_a_real_log_in_uses_the_same_backend(client, make_user):
+    from workflows.roles import REVIEWER
+
+    make_user("typed", REVIEWER, "support-reviewers")
+    response = client.post("/accounts/login/", {"username": "typed", "password": "pw-typed"})
+    assert response.status_code == 302, response.content[:300]
+    assert client.session["_auth_user_backend"] == "workflows.auth_backends.ModelBackend"
+    response, sqls = _statements(client, "/review/")
+    assert response.status_code == 200 and len(_user_reads(sqls)) == 1
