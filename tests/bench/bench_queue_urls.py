@@ -5,7 +5,8 @@ floor (the same middleware and CSRF check, a redirect, no claim).
 
 With BENCH_QUEUE_TRACE=<dir> (bench_queue.py --trace) each worker also writes one JSON line
 per request to <dir>/<pid>.jsonl: path, wall ms, the thread's CPU ms, SQL ms and statements,
-so that a slow tail can be told apart: own CPU, waiting on PostgreSQL, or waiting for a core.
+and each statement's ms, so that a slow tail can be told apart: own CPU, waiting on
+PostgreSQL, or waiting for a core.
 """
 import json
 import os
@@ -61,7 +62,8 @@ if os.environ.get("BENCH_QUEUE_TRACE"):
             response = _django_application(environ, start_response)
             body = b"".join(response)
         _trace.write(json.dumps({"path": environ["PATH_INFO"], "wall": (time.perf_counter() - t0) * 1000,
-                                 "cpu": (time.thread_time() - cpu0) * 1000, "sql": sum(sql), "n": len(sql)}) + "\n")
+                                 "cpu": (time.thread_time() - cpu0) * 1000, "sql": sum(sql), "n": len(sql),
+                                 "each": [round(x, 2) for x in sql]}) + "\n")
         _trace.flush()
 
         class Body(list):
