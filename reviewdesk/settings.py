@@ -110,13 +110,6 @@ if DATABASE_URL:
             "max_size": env_int("REVIEWDESK_DB_POOL_MAX", 10, minimum=1),
             "timeout": 10,
         }
-        # Django turns psycopg's prepared statements off (None) for transaction-mode poolers,
-        # which this deployment does not put in front of PostgreSQL (each process pools its own
-        # connections). Django's own cursors bind on the client and are never prepared either
-        # way; this lets the one cursor that asks be prepared: Next's claim
-        # (services/reviews.py, _prepared_cursor). Behind PgBouncer in transaction mode, use
-        # PgBouncer 1.21 or later with max_prepared_statements set.
-        _db["OPTIONS"]["prepare_threshold"] = 5
 else:
     VAR_DIR.mkdir(exist_ok=True)
     _db = {

@@ -277,7 +277,11 @@ def claim_round(base: str, cookies: list[str], path: str) -> tuple[list[float], 
                 errors.append(str(exc))
             barrier.abort()
             return
-        barrier.wait()
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:  # another client could not connect: no round
+            conn.close()
+            return
         try:
             status, location, ms = press_next(base, cookie, path, conn)
         except OSError as exc:

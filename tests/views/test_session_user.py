@@ -60,3 +60,33 @@ def test_a_real_log_in_uses_the_same_backend(client, make_user):
     assert client.session["_auth_user_backend"] == "workflows.auth_backends.ModelBackend"
     response, sqls = _statements(client, "/review/")
     assert response.status_code == 200 and len(_user_reads(sqls)) == 1
+
+
+def test_sessions_from_before_the_backend_change_stay_signed_in(client, make_user, settings):
+    """Migration 0016 rewrites the backend path that older sessions carry; without it Django
+    would end every session at the upgrade (its backend no longer configured)."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from workflows.roles import REVIEWER
+
+    migration = importlib.import_module("workflows.migrations.0016_session_auth_backend")
+    reviewer = make_user("old-session", REVIEWER, "support-reviewers")
+    data = {SESSION_KEY: str(reviewer.pk), BACKEND_SESSION_KEY: migration.OLD,
+            HASH_SESSION_KEY: reviewer.get_session_auth_hash(), "kept": "yes"}
+    old = SessionStore()
+    old.update(data)
+    old.create()
+    client.cookies[settings.SESSION_COOKIE_NAME] = old.session_key
+    assert client.get("/review/").status_code == 302  # signed out: the old backend is not configured
+
+    migration.forwards(apps, None)
+    response = client.get("/review/")
+    assert response.status_code == 200 and response.wsgi_request.user == reviewer
+    assert SessionStore(old.session_key).load() == {**data, BACKEND_SESSION_KEY: migration.NEW}
+
+    migration.backwards(apps, None)
+    assert SessionStore(old.session_key).load() == data

@@ -188,9 +188,18 @@ def _preparing_cursor_class():
 
     class PreparingCursor(ServerBindingCursor):
         def execute(self, query, params=None, **kwargs):
-            super().execute(query, params, prepare=True)
-            self._query = LoggedQuery(self.connection, query, params)
-            return self
+            # Django sets prepare_threshold None on its connections (for transaction-mode
+            # poolers), which turns preparation off altogether, and psycopg's bookkeeping of
+            # every other statement with it (a connection with a threshold keeps the text of
+            # its last hundred statements, a megabyte each for the audit chainer's). So the
+            # threshold is set for this execution only; what was prepared stays prepared.
+            conn = self.connection
+            conn.prepare_threshold = 5
+            try:
+                return super().execute(query, params, prepare=True)
+            finally:
+                conn.prepare_threshold = None
+                self._query = LoggedQuery(conn, query, params)
 
     return PreparingCursor
 
