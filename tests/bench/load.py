@@ -239,7 +239,8 @@ class LoadBench:
             env[key] = value
         cmd = [sys.executable, "-m", "gunicorn", "reviewdesk.asgi:application",
                "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"127.0.0.1:{port}",
-               "--workers", str(a.web_workers), "--access-logfile", str(self.logdir / "access.log"),
+               "--workers", str(a.web_workers), "--keep-alive", "65",  # as docker-compose.yml
+               "--access-logfile", str(self.logdir / "access.log"),
                "--error-logfile", str(self.logdir / "gunicorn.log")]
         with open(self.logdir / "gunicorn.out", "w") as out:
             popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,

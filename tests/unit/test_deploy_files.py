@@ -67,6 +67,13 @@ def test_deploy_grace_periods_let_running_work_finish():
     timeout = int(re.search(r"--timeout[ =](\d+)", command).group(1))
     assert web["stop_signal"] == "SIGTERM"
     assert graceful < _seconds(web["stop_grace_period"]) and graceful <= timeout
+    # Idle connections outlive every poll of the pages (hx-trigger "every 2s" / "every 15s"):
+    # the server never closes one just as a poll is sent on it.
+    keep_alive = int(re.search(r"--keep-alive[ =](\d+)", command).group(1))
+    triggers = [t for path in (ROOT / "templates").rglob("*.html")
+                for t in re.findall(r'hx-trigger="([^"]*every[^"]*)"', path.read_text())]
+    polls = {int(n) for t in triggers for n in re.findall(r"(\d+)s\b", t)}
+    assert polls and keep_alive > max(polls)
     # A worker killed anyway is taken over by the heartbeat sweep within a minute.
     assert _default("REVIEWDESK_HEARTBEAT_STALE_SECONDS") + _default("REVIEWDESK_SWEEP_SECONDS") <= 60
     assert _default("REVIEWDESK_HEARTBEAT_STALE_SECONDS") >= 3 * _default("REVIEWDESK_HEARTBEAT_SECONDS")
