@@ -6,8 +6,11 @@ Every page checks a role (roles.has_role, a group name) and the review pages sco
 and names of their groups, and roles.prime() fills the per-request cache that roles reads.
 Authentication (the password check) is Django's, unchanged.
 """
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import connection
+from django.db.models import Q
 
 from . import roles
 
@@ -16,17 +19,14 @@ class ModelBackend(DjangoModelBackend):
     def get_user(self, user_id):
         if connection.vendor != "postgresql":
             return super().get_user(user_id)  # SQLite (make run): roles reads the groups itself
-        from django.contrib.auth import get_user_model
-        from django.contrib.postgres.aggregates import ArrayAgg
-        from django.db.models import Q
-
         has_group = Q(groups__isnull=False)
+        User = get_user_model()
         try:
-            user = (get_user_model()._default_manager
+            user = (User._default_manager
                     .annotate(_group_id_list=ArrayAgg("groups__id", filter=has_group, default=[]),
                               _group_name_list=ArrayAgg("groups__name", filter=has_group, default=[]))
                     .get(pk=user_id))
-        except get_user_model().DoesNotExist:
+        except User.DoesNotExist:
             return None
         roles.prime(user, user._group_id_list, user._group_name_list)
         return user if self.user_can_authenticate(user) else None

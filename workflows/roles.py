@@ -17,13 +17,14 @@ def group_names(user) -> set[str]:
         # Ids as well as names, in the same statement: the review queue scopes by group id
         # (selectors.queue_scope) and would otherwise read the user's groups a second time.
         rows = list(user.groups.values_list("pk", "name"))
-        cached = user._reviewdesk_groups = {name for _, name in rows}
-        user._reviewdesk_group_ids = sorted(pk for pk, _ in rows)
+        prime(user, [pk for pk, _ in rows], [name for _, name in rows])
+        cached = user._reviewdesk_groups
     return cached
 
 
 def prime(user, ids, names) -> None:
-    """The user's groups, read with the user (auth_backends.ModelBackend): no statement here."""
+    """Fill the per-request cache of the user's groups (read here, or with the user by
+    auth_backends.ModelBackend)."""
     user._reviewdesk_groups = set(names)
     user._reviewdesk_group_ids = sorted(ids)
 

@@ -219,7 +219,11 @@ def test_a_web_requests_chain_message_goes_after_its_response(demo_committed_tas
     if (armed := audit._trigger_timer) is not None:
         armed.cancel()
         armed.join()  # finished before the send is replaced below, whether it had started or not
-        monkeypatch.setattr(audit, "_trigger_timer", None)
+        # Cleared for good, not monkeypatched: restoring the dead timer after the test would
+        # leave every later commit in this process thinking a send is already due.
+        with audit._trigger_lock:
+            if audit._trigger_timer is armed:
+                audit._trigger_timer = None
     sent, steps = [], []
     monkeypatch.setattr(audit, "_send_chain_task",
                         lambda: sent.append((in_web_request_var.get(), request_id_var.get(), list(steps))))

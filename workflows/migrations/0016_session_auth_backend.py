@@ -9,7 +9,7 @@ NEW = "workflows.auth_backends.ModelBackend"
 KEY = "_auth_user_backend"  # django.contrib.auth.BACKEND_SESSION_KEY
 
 
-def _rename(apps, schema_editor, old: str, new: str) -> None:
+def _rename(apps, old: str, new: str) -> None:
     from django.contrib.sessions.backends.db import SessionStore
     from django.utils import timezone
 
@@ -29,11 +29,11 @@ def _rename(apps, schema_editor, old: str, new: str) -> None:
 
 
 def forwards(apps, schema_editor):
-    _rename(apps, schema_editor, OLD, NEW)
+    _rename(apps, OLD, NEW)
 
 
 def backwards(apps, schema_editor):
-    _rename(apps, schema_editor, NEW, OLD)
+    _rename(apps, NEW, OLD)
 
 
 class Migration(migrations.Migration):

@@ -15,6 +15,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .. import audit, labels, notifications, selectors
+from ..db_prepared import prepared_cursor
 from ..definitions import WorkflowDefinition
 from ..dispatch import enqueue_generation
 from ..models import (
@@ -148,60 +149,12 @@ def review_claim_next(*, user, lane: str | None = None) -> int | None:
     params = {"user": user.pk, "now": now, "expires": expires, "expires_iso": expires.isoformat(),
               "sync_commit": "off" if own_transaction and settings.REVIEWDESK_CLAIM_ASYNC_COMMIT else None,
               **(dict(tab[1].children) if tab else {}), **audit_params}
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is not None:
         audit.appended()
     return row[0] if row else None
-
-
-def _prepared_cursor():
-    """A cursor whose statements PostgreSQL prepares once per connection (the pool keeps them)
-    and then runs from a generic plan: planning the claim, a CTE over seven tables, was half of
-    its cost (~1 ms of the server's CPU of ~2.2). Django's own cursors bind parameters on the
-    client and are never prepared; this one binds on the server and asks. The generic plan is
-    PostgreSQL's own choice (plan_cache_mode auto, after five custom plans), kept only while it
-    is estimated no dearer than they were: _claim_sql keeps its estimates honest. It is Django's
-    cursor wrapper around it, so execute wrappers (db_resilience, query capture in tests) see
-    the statement as any other."""
-    connection.ensure_connection()
-    return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))
-
-
-@functools.cache
-def _preparing_cursor_class():
-    import psycopg
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
-    class LoggedQuery:
-        """The statement with its values, composed only when read: psycopg keeps no query text
-        for a prepared execution, and Django's query log (DEBUG, the tests' query capture)
-        reads it from cursor._query.query."""
-
-        def __init__(self, conn, query, params):
-            self.conn, self.text, self.params = conn, query, params
-
-        @property
-        def query(self) -> bytes:
-            return psycopg.ClientCursor(self.conn).mogrify(self.text, self.params).encode()
-
-    class PreparingCursor(ServerBindingCursor):
-        def execute(self, query, params=None, **kwargs):
-            # Django sets prepare_threshold None on its connections (for transaction-mode
-            # poolers), which turns preparation off altogether, and psycopg's bookkeeping of
-            # every other statement with it (a connection with a threshold keeps the text of
-            # its last hundred statements, a megabyte each for the audit chainer's). So the
-            # threshold is set for this execution only; what was prepared stays prepared.
-            conn = self.connection
-            conn.prepare_threshold = 5
-            try:
-                return super().execute(query, params, prepare=True)
-            finally:
-                conn.prepare_threshold = None
-                self._query = LoggedQuery(conn, query, params)
-
-    return PreparingCursor
 
 
 @functools.cache
@@ -212,13 +165,13 @@ def _claim_sql(*, with_tab: bool) -> str:
     on a fresh connection when the connection dies under it, and a claim whose answer was lost
     may have committed.
 
-    It is prepared and run from a generic plan (_prepared_cursor), planned once without the
-    parameters' values, so two things are spelled for that plan: the open state is a literal,
-    or the plan could not use the partial indexes on open tasks (their condition is state =
-    'open'); and "not the reviewer's own submission" compares ``submitted_by_id + 0``, an
-    expression the planner estimates at its default (almost every row passes), because on the
-    column itself, where most submissions come from one submitter (an integration account, a
-    seeded queue), the generic estimate is "almost no row passes" and the plan became a 64 ms
+    It is prepared and run from a generic plan (db_prepared.prepared_cursor), planned once
+    without the parameters' values, so two things are spelled for that plan: the open state is
+    a literal, or the plan could not use the partial indexes on open tasks (their condition is
+    state = 'open'); and "not the reviewer's own submission" compares ``submitted_by_id + 0``,
+    an expression the planner estimates at its default (almost every row passes), because on
+    the column itself, where most submissions come from one submitter (an integration account,
+    a seeded queue), the generic estimate is "almost no row passes" and the plan became a 64 ms
     sort of every open task instead of the 1 ms walk of the queue's index."""
     event_sql = audit.insert_select_sql(
         object_id_sql="claimed.id", workflow_version_sql="s.workflow_version_id",
