@@ -339,13 +339,61 @@ def celery_worker_process(django_db_setup, django_db_blocker, model_server, tmp_
             raise RuntimeError(f"celery worker did not start:\n{log_path.read_text()[-4000:]}")
     proc.log_path = log_path
     proc.export_dir = env["REVIEWDESK_EXPORT_DIR"]
+    _session_worker["proc"] = proc
     yield proc
+    _session_worker["proc"] = None
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()
+
+
+# The session's worker once a test has started it; the flush guard below asks it only then.
+_session_worker: dict = {"proc": None}
+
+
+def _worker_busy() -> int:
+    """Messages waiting in this run's queues plus tasks the session worker holds."""
+    from django.conf import settings
+
+    from reviewdesk.celery import app
+
+    waiting = 0
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for queue in (settings.REVIEWDESK_LLM_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE):
+            try:
+                waiting += channel.queue_declare(queue=queue, passive=True).message_count
+            except Exception:  # noqa: BLE001 - a queue never declared holds nothing
+                pass
+    inspect = app.control.inspect(destination=[WORKER_NAME], timeout=1.0)
+    held = 0
+    for replies in (inspect.active() or {}, inspect.reserved() or {}):
+        held += sum(len(tasks) for tasks in replies.values())
+    return waiting + held
+
+
+@pytest.fixture(autouse=True)
+def _worker_quiet_before_flush(request):
+    """A transactional test ends by TRUNCATE-ing every table. If work it started (a send-back's
+    new draft, a chain run) is still running in the session's worker, the worker's transaction
+    and the TRUNCATE can deadlock and PostgreSQL may cancel the flush, failing a test that passed
+    (seen once in CI). So such a test's teardown first waits, bounded, until the worker has
+    nothing queued or running. Requesting transactional_db here makes this teardown run before
+    its flush."""
+    if "transactional_db" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    proc = _session_worker["proc"]
+    if proc is None or proc.poll() is not None:
+        return
+    deadline = time.monotonic() + 20
+    while _worker_busy() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @pytest.fixture
