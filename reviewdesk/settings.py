@@ -162,6 +162,8 @@ if DEBUG:
 
     warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
+# Django's database sessions, loaded with a statement written once (workflows/sessions.py).
+SESSION_ENGINE = "workflows.sessions"
 SESSION_COOKIE_HTTPONLY = True
 # Secure cookies by default in production; a plain-HTTP trial deployment can turn them off.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)

@@ -7,7 +7,8 @@ from django.test.utils import CaptureQueriesContext
 
 
 def _user_reads(sqls):
-    return [s for s in sqls if s.startswith('SELECT "auth_user"."id"')]
+    """Statements that read users: the ORM's, or auth_backends' (its table aliased u)."""
+    return [s for s in sqls if s.startswith('SELECT "auth_user"."id"') or 'FROM "auth_user" u ' in s]
 
 
 def _statements(client, url):
@@ -90,3 +91,35 @@ def test_sessions_from_before_the_backend_change_stay_signed_in(client, make_use
 
     migration.backwards(apps, None)
     assert SessionStore(old.session_key).load() == data
+
+
+def test_the_session_loads_in_one_statement_and_expired_or_unknown_ones_do_not(client, make_user):
+    """workflows.sessions: Django's rows and expiry, a statement written once."""
+    from datetime import timedelta
+
+    from django.contrib.sessions.backends.db import SessionStore as DjangoStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from workflows.sessions import SessionStore
+
+    user = make_user("sessioned")
+    client.force_login(user)
+    response, sqls = _statements(client, "/")
+    assert response.status_code == 200 and response.wsgi_request.user == user
+    assert len([s for s in sqls if 'FROM "django_session"' in s]) == 1
+    key = client.cookies["sessionid"].value
+    assert SessionStore(key).load() == DjangoStore(key).load() != {}
+    # A session written by Django's own engine loads here too.
+    theirs = DjangoStore()
+    theirs["colour"] = "teal"
+    theirs.create()
+    assert SessionStore(theirs.session_key).load() == {"colour": "teal"}
+    # Unknown and expired sessions load as empty and forget their key, as Django's do.
+    unknown = SessionStore("x" * 32)
+    assert unknown.load() == {} and unknown.session_key is None
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    expired = SessionStore(key)
+    assert expired.load() == {} and expired.session_key is None
+    response = client.get("/review/")
+    assert response.status_code == 302 and "/login" in response["Location"]
