@@ -4,10 +4,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.test import Client
 from django.utils import timezone
 
 from tests.labelled import open_review_tasks
 from workflows import services
+from workflows.auth_backends import _user_statement
 from workflows.models import AuditEvent, Lane, ReviewTask
 
 
@@ -250,7 +252,8 @@ def test_the_claim_runs_prepared_from_a_generic_plan(demo_committed_tasks):
     plans, run from its generic plan (no planning per claim). If the statement stops being
     plannable without its parameters' values (the open state as a parameter hides the partial
     indexes; an estimate gone wrong makes the generic plan look dearer), PostgreSQL keeps
-    planning every claim and this fails. Other statements on the connection stay unprepared."""
+    planning every claim and this fails. Other statements on the connection stay unprepared,
+    but for the session's user (auth_backends)."""
     tasks, reviewers = demo_committed_tasks
     with connection.cursor() as cursor:
         # Fresh statistics first, so that autovacuum's ANALYZE of the new rows cannot re-plan
@@ -264,6 +267,9 @@ def test_the_claim_runs_prepared_from_a_generic_plan(demo_committed_tasks):
             return {tab: (generic, custom) for tab, generic, custom in cursor.fetchall()}
 
     before = plans()
+    browser = Client()
+    browser.force_login(reviewers[0])
+    assert browser.get("/").status_code == 200  # the session's user: the other prepared statement
     claimed = [services.review_claim_next(user=reviewers[0], lane=Lane.BLOCKING_REVIEW) for _ in range(8)]
     claimed += [services.review_claim_next(user=reviewers[0]) for _ in range(8)]
     assert None not in claimed and len(set(claimed)) == 16
@@ -274,6 +280,10 @@ def test_the_claim_runs_prepared_from_a_generic_plan(demo_committed_tasks):
     for shape, (generic, custom) in after.items():
         old_generic, old_custom = before.get(shape, (0, 0))
         assert custom <= 5 and generic - old_generic >= 8 - (5 - old_custom), (before, after)
+    # Nothing else is prepared but the other statement prepared on purpose, the session's user
+    # (auth_backends, read by the page above): the threshold set for
+    # the claim's execution does not leak to the connection's other statements.
+    user_sql = _user_statement()[0].replace("%s", "$1")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement NOT LIKE %s", ["%%WITH pick AS%%"])
-        assert cursor.fetchone() == (0,)
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement NOT LIKE %s", ["%%WITH pick AS%%"])
+        assert [row[0] for row in cursor.fetchall()] == [user_sql]
