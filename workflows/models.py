@@ -511,6 +511,15 @@ class ReviewTask(models.Model):
                 models.F("due_at"), models.F("priority").desc(), models.F("id"),
                 condition=models.Q(state="open"), name="reviewtask_open_next",
             ),
+            # The queue's order over open tasks that have findings: the finding filter ("any", or
+            # one code, which selectors.QueueFilters also spells as "has findings" so that the
+            # planner can use this index) walks the few such tasks in order, where the index
+            # above would filter the whole tab when findings are rare.
+            models.Index(
+                models.F("lane"), models.F("sampled"), models.F("due_at"), models.F("priority").desc(),
+                models.F("id"), condition=models.Q(state="open") & ~models.Q(finding_codes=""),
+                name="reviewtask_open_findings",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

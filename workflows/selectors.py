@@ -363,7 +363,9 @@ class QueueFilters:
         elif self.finding == "any":
             q &= ~Q(finding_codes="")
         elif self.finding:
-            q &= Q(finding_codes__contains=f" {self.finding} ")
+            # "Has findings" is implied by the code, and spelled out for the planner: it cannot
+            # tell from a LIKE that the partial index reviewtask_open_findings covers the rows.
+            q &= ~Q(finding_codes="") & Q(finding_codes__contains=f" {self.finding} ")
         return q
 
     def as_query(self) -> dict[str, str]:
