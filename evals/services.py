@@ -190,7 +190,34 @@ def eval_run_fail(*, run_id: int, reason: str) -> bool:
         state=RunState.FAILED, finished_at=timezone.now(), failure_reason=reason[:500])
     if failed:
         log.error("eval run %s failed: %s", run_id, reason)
+        if EvalRun.objects.filter(pk=run_id, purpose=RunPurpose.DRIFT).exists():
+            # Nobody watches a scheduled check's page: a drift check that could not run would
+            # otherwise read as "no drift" until someone looked.
+            transaction.on_commit(partial(_drift_run_failed, run_id))
     return bool(failed)
+
+
+def _drift_run_failed(run_id: int) -> None:
+    run = EvalRun.objects.select_related("version__workflow", "dataset").get(pk=run_id)
+    workflow = run.version.workflow
+    _mail_workflow_admins(
+        f"ReviewDesk: the eval drift check on {workflow.name} could not run",
+        f"The scheduled drift check of {workflow.name} v{run.version.number} on {run.dataset.name} stopped: "
+        f"{run.failure_reason}. Until a check finishes, a change in the model behind it would go unnoticed; "
+        f"start one by hand from the workflow's evaluation page once the cause is fixed.\n\nRun #{run.pk}.",
+        about=f"the failed drift check on {workflow.slug}")
+
+
+def _mail_workflow_admins(subject: str, body: str, *, about: str) -> None:
+    """Tell every active workflow admin with an address; a mail server that is down is logged
+    (what the mail is about is recorded elsewhere)."""
+    admins = get_user_model().objects.filter(is_active=True, groups__name=WORKFLOW_ADMIN).exclude(email="")
+    recipients = sorted(set(admins.values_list("email", flat=True)))
+    if recipients:
+        try:
+            send_mail(subject, body, None, recipients)
+        except Exception:
+            log.exception("could not e-mail %s about %s", recipients, about)
 
 
 def unexpected_error(case: Case, exc: BaseException) -> str:
@@ -302,13 +329,8 @@ def drift_compare(run_id: int) -> str:
                      workflow_version=run.version,
                      payload={"run": run.pk, "previous_run": previous.pk, "pass_rate": run.pass_rate,
                               "previous_pass_rate": previous.pass_rate})
-    admins = get_user_model().objects.filter(is_active=True, groups__name=WORKFLOW_ADMIN).exclude(email="")
-    recipients = sorted(set(admins.values_list("email", flat=True)))
-    if recipients:
-        try:
-            send_mail(f"ReviewDesk: eval drift on {workflow.name}", message + f"\n\nRun #{run.pk}.", None, recipients)
-        except Exception:  # the event is recorded; a mail server that is down is logged
-            log.exception("could not e-mail %s about drift on %s", recipients, workflow.slug)
+    _mail_workflow_admins(f"ReviewDesk: eval drift on {workflow.name}", message + f"\n\nRun #{run.pk}.",
+                          about=f"drift on {workflow.slug}")
     return "drift"
 
 

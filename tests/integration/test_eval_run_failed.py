@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from evals import gate, services, tasks
 from evals.expectations import Outcome
-from evals.models import CaseResult, EvalRun, RunState
+from evals.models import CaseResult, EvalRun, RunPurpose, RunState
 from tests.conftest import CUSTOMER_REPLY_INPUT
 from tests.integration.conftest import unique_marker
 from tests.integration.test_publish_gate import dataset_text, variant
@@ -121,6 +121,24 @@ def test_a_run_that_finishes_cases_is_never_failed_by_the_sweep(stalled):
     services.eval_case_done(run=stalled, case=stalled.dataset.cases.order_by("key")[1], outcome=_outcome(), failures=[])
     assert services.eval_runs_sweep() == {"resent": 0, "failed": 0}
     assert EvalRun.objects.get(pk=stalled.pk).state == RunState.RUNNING
+
+
+def test_a_drift_check_that_fails_tells_the_workflow_admins(stalled, mailoutbox, django_capture_on_commit_callbacks):
+    """Nobody opens a scheduled check's page: without a mail, a drift check that could not run
+    reads as "no drift". A run started by hand that fails mails nobody (its page says why)."""
+    EvalRun.objects.filter(pk=stalled.pk).update(purpose=RunPurpose.DRIFT, resends=services.EVAL_RESENDS)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.eval_runs_sweep() == {"resent": 0, "failed": 1}
+    (mail,) = mailoutbox
+    assert mail.subject == "ReviewDesk: the eval drift check on Customer reply could not run"
+    assert mail.to == ["wfadmin@example.com"]
+    assert "v1 on" in mail.body and "stopped: no case finished, even after the missing cases were sent again" in mail.body
+    assert f"Run #{stalled.pk}." in mail.body
+
+    by_hand = EvalRun.objects.create(version=stalled.version, dataset=stalled.dataset, total=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.eval_run_fail(run_id=by_hand.pk, reason="a worker kept stopping")
+    assert len(mailoutbox) == 1
 
 
 # --- errors outside the per-case checks ------------------------------------------------------
