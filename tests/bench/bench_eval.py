@@ -42,7 +42,8 @@ def main(argv=None) -> int:
         run = services.eval_run_start(version=bench.version, dataset=dataset)
         while True:
             run = EvalRun.objects.get(pk=run.pk)
-            if run.state == RunState.DONE or time.monotonic() - started > max(600.0, cases * 2.0):
+            # A failed run ends too (its reason is printed): waiting for "done" would wait out the timeout.
+            if run.state != RunState.RUNNING or time.monotonic() - started > max(600.0, cases * 2.0):
                 break
             time.sleep(0.5)
         elapsed = time.monotonic() - started
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
             f"({run.completed / elapsed:.1f} cases/s)")
         say(f"  serial time {serial:.0f} s: {elapsed / serial:.3f} of it ({serial / elapsed:.0f}x faster)"
             f"{'' if run.state == RunState.DONE else '  !!! NOT FINISHED'}")
+        if run.state == RunState.FAILED:
+            say(f"  !!! the run FAILED: {run.failure_reason}")
         return 0
     finally:
         bench.cleanup()
