@@ -19,9 +19,9 @@ class SessionStore(db.SessionStore):
         if key is None:
             return None
         alias = router.db_for_read(self.model)
-        db = connections[alias]
-        now = db.ops.adapt_datetimefield_value(timezone.now())  # as the ORM passes it (SQLite: text)
-        with db.cursor() as cursor:
+        conn = connections[alias]
+        now = conn.ops.adapt_datetimefield_value(timezone.now())  # as the ORM passes it (SQLite: text)
+        with conn.cursor() as cursor:
             cursor.execute(_load_sql(alias), [key, now])
             row = cursor.fetchone()
         if row is None:  # unknown or expired: Django's engine forgets the key and starts anew
