@@ -382,9 +382,8 @@ def _worker_quiet_before_flush(request):
     and the TRUNCATE can deadlock and PostgreSQL may cancel the flush, failing a test that passed
     (seen once in CI). So such a test's teardown first waits, bounded, until the worker has
     nothing queued or running. Requesting transactional_db here makes this teardown run before
-    its flush. live_server implies transactional_db (pytest-django requests it at run time, so
-    it is not in the test's fixture names)."""
-    if not {"transactional_db", "live_server"} & set(request.fixturenames):
+    its flush."""
+    if "transactional_db" not in request.fixturenames:
         yield
         return
     request.getfixturevalue("transactional_db")
